@@ -1,0 +1,290 @@
+"""``infersight``: the command line.
+
+Subcommands: ``run`` (the Kafka daemon), ``replay`` (the same pipeline over a
+JSONL file), ``simulate`` (traffic to Kafka or a file), ``check-config`` and
+``score-series`` (the standalone anomaly / change-point scorer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from monitor.config import ConfigError, Settings, load_settings
+
+EXIT_USAGE = 2
+
+log = logging.getLogger("infersight")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every reconnect attempt at WARNING/ERROR with a
+    # traceback; the daemon reports connection state itself, once per attempt.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def _load(args: argparse.Namespace, overrides: dict) -> Settings:
+    try:
+        return load_settings(args.config, overrides)
+    except ConfigError as exc:
+        print(f"infersight: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+# -- run ----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from monitor.daemon import Daemon
+    from monitor.metrics import InfersightCollector, RuntimeStatus
+    from monitor.metrics_server import start_metrics_server
+    from monitor.pipeline import Pipeline
+
+    settings = _load(
+        args,
+        {
+            "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id},
+            "metrics": {"port": args.metrics_port, "host": args.metrics_host},
+        },
+    )
+    _setup_logging(args.log_level or settings.log_level)
+    pipeline = Pipeline(settings)
+    runtime = RuntimeStatus()
+    registry = CollectorRegistry()
+    registry.register(InfersightCollector(pipeline, runtime))
+    m = settings.metrics
+    try:
+        server = start_metrics_server(
+            registry,
+            m.host,
+            m.port,
+            tls_cert_file=m.tls_cert_file,
+            tls_key_file=m.tls_key_file,
+            basic_auth_users=m.basic_auth_users,
+        )
+    except OSError as exc:
+        print(f"infersight: cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    log.info("metrics on %s://%s:%d/metrics", "https" if m.tls_cert_file else "http", m.host, server.port)
+    daemon = Daemon(settings, pipeline, runtime)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    finally:
+        server.shutdown()
+
+
+# -- replay -------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import orjson
+
+    from monitor.pipeline import Pipeline
+
+    settings = _load(args, {})
+    _setup_logging(args.log_level or "ERROR")
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"infersight: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = Pipeline(settings)
+    n_read = n_rejected = n_events = 0
+    started = time.perf_counter()
+    print(f"replaying {path} (batches of {args.batch_size})")
+    with path.open("rb") as source, open(args.dead_letters or "/dev/null", "wb") as dead_letters:
+        while lines := [line.rstrip(b"\r\n") for _, line in zip(range(args.batch_size), source)]:
+            outcome = pipeline.process(lines)
+            for reject in outcome.rejects:
+                entry = {
+                    "line": n_read + reject.index + 1,
+                    "reason": reject.reason,
+                    "detail": reject.detail,
+                    "raw": reject.raw.decode("utf-8", "replace"),
+                }
+                dead_letters.write(orjson.dumps(entry) + b"\n")
+            for event in outcome.events:
+                n_events += 1
+                print(format_event(event))
+            n_read += len(lines)
+            n_rejected += len(outcome.rejects)
+    seconds = time.perf_counter() - started
+    reasons = ", ".join(f"{r}={c}" for r, c in sorted(pipeline.rejected_total.items())) or "none"
+    print(
+        f"{n_read} records ({n_rejected} rejected: {reasons}), {len(pipeline.monitors)} models, "
+        f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s"
+    )
+    return 0
+
+
+def format_event(event) -> str:
+    """One timeline line for an alert event."""
+    where = f"{event.model}/{event.feature}" if event.feature else event.model
+    examples = f"  e.g. {', '.join(event.example_request_ids[:3])}" if event.example_request_ids else ""
+    return (
+        f"{event.at}  {event.status.upper():8s} {event.alert:13s} {where:28s} "
+        f"{event.detector} {event.statistic:.4g} (threshold {event.threshold:.4g})  since {event.since}"
+        f"  {event.detail}{examples}"
+    )
+
+
+# -- simulate -----------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from monitor.simulate import Scenario, generate_records
+
+    try:
+        scenario = Scenario(
+            name=args.scenario,
+            feature=args.feature,
+            magnitude=args.magnitude,
+            shift_at=args.shift_at,
+            ramp=args.ramp,
+            target_model=args.target_model,
+        )
+    except ValueError as exc:
+        print(f"infersight simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stream = generate_records(args.models, args.records, scenario, args.seed)
+    if args.output:
+        with open(args.output, "wb") as out:
+            count = sum(out.write(value + b"\n") > 0 for _, value in stream)
+        print(f"wrote {count} records to {args.output}")
+        return 0
+    return _produce(args, stream)
+
+
+def _produce(args: argparse.Namespace, stream) -> int:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    _setup_logging("WARNING")
+    try:
+        producer = KafkaProducer(
+            bootstrap_servers=args.bootstrap_servers, linger_ms=20, acks="all", bootstrap_timeout_ms=10000
+        )
+    except KafkaError as exc:
+        print(f"infersight simulate: Kafka at {args.bootstrap_servers} unreachable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    count = 0
+    for model_id, value in stream:
+        producer.send(args.topic, value=value, key=model_id.encode())
+        count += 1
+        if args.rate and count % 100 == 0:
+            ahead = count / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush(timeout=60)
+    producer.close()
+    print(f"produced {count} records to {args.topic} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+# -- check-config, score-series -----------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as exc:
+        print(f"infersight: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.show:
+        import yaml
+
+        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"{args.file}: OK", file=sys.stderr)
+    return 0
+
+
+def cmd_score_series(args: argparse.Namespace) -> int:
+    from monitor.score_series import main as score_series_main
+
+    return score_series_main([args.input, args.output])
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infersight",
+        description="Behavioral monitoring for deployed ML models: reads inference logs from Kafka, "
+        "runs drift, anomaly and tamper detectors per model, exports Prometheus metrics and alerts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the monitoring daemon on a Kafka topic",
+                         description="Consume inference logs from Kafka and monitor every model in them. "
+                         "Flags override the config file; the config file overrides the defaults.")
+    run.add_argument("--config", metavar="FILE", help="YAML config file (see README: config reference)")
+    run.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Kafka brokers (default localhost:9092)")
+    run.add_argument("--topic", help="inference-log topic (default inference-logs)")
+    run.add_argument("--group-id", help="consumer group (default infersight)")
+    run.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9108; 0 = any free)")
+    run.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on (default 0.0.0.0)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=cmd_run)
+
+    replay = sub.add_parser("replay", help="run the pipeline over a JSONL file and print the alert timeline",
+                            description="Backtest: feed a file of inference records (one JSON object per line) "
+                            "through the same decode/route/detect/alert pipeline as the daemon.")
+    replay.add_argument("file", help="JSONL file of wire-schema v1 records")
+    replay.add_argument("--config", metavar="FILE", help="YAML config file")
+    replay.add_argument("--batch-size", type=int, default=1000, help="records per batch (default 1000)")
+    replay.add_argument("--dead-letters", metavar="FILE", help="write rejected lines with their reason to this JSONL file")
+    replay.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    replay.set_defaults(func=cmd_replay)
+
+    sim = sub.add_parser("simulate", help="produce simulated inference traffic to Kafka or a file",
+                         description="Realistic inference traffic for several models, seedable. "
+                         "Scenarios change the first model (or --target-model) from record --shift-at on.")
+    sim.add_argument("--scenario", default="stable", help="stable | covariate_shift | gradual_drift | class_concentration")
+    sim.add_argument("--models", type=int, default=3, help="number of models (default 3)")
+    sim.add_argument("--records", type=int, default=10_000, help="records per model (default 10000)")
+    sim.add_argument("--shift-at", type=int, default=5000, help="record of the target model where the change starts")
+    sim.add_argument("--feature", default="f3", help="feature that shifts (f0..f7, default f3)")
+    sim.add_argument("--magnitude", type=float, default=1.0, help="shift in standard deviations (default 1.0)")
+    sim.add_argument("--ramp", type=int, default=5000, help="records over which gradual_drift ramps in")
+    sim.add_argument("--target-model", help="model that changes (default: the first)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--output", metavar="FILE", help="write JSONL here instead of producing to Kafka")
+    sim.add_argument("--bootstrap-servers", default="localhost:9092")
+    sim.add_argument("--topic", default="inference-logs")
+    sim.add_argument("--rate", type=float, default=0, help="records per second (default 0 = as fast as possible)")
+    sim.set_defaults(func=cmd_simulate)
+
+    check = sub.add_parser("check-config", help="validate a config file and explain what is wrong")
+    check.add_argument("file")
+    check.add_argument("--show", action="store_true", help="print the effective configuration")
+    check.set_defaults(func=cmd_check_config)
+
+    score = sub.add_parser("score-series", help="online anomaly score and change points for a timestamp,value CSV",
+                           description="Reads IN.csv (timestamp,value rows), writes OUT.csv with anomaly_score "
+                           "in [0, 1] and change_point (0/1), each computed only from the rows up to it.")
+    score.add_argument("input", metavar="IN.csv")
+    score.add_argument("output", metavar="OUT.csv")
+    score.set_defaults(func=cmd_score_series)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

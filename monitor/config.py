@@ -1,0 +1,153 @@
+"""Configuration: one pydantic model, loaded from YAML, overridden by CLI flags.
+
+Every field has a default, so ``infersight run`` works with no file at all.
+Errors are reported as ``section.field: message`` lines a human can act on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    # A typo in a key must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "inference-logs"
+    group_id: str = "infersight"
+    dead_letter_topic: str | None = Field(None, description="default: <topic>.dlq")
+    alerts_topic: str | None = Field(None, description="default: <topic>.alerts")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(5000, gt=0, le=100_000)
+    poll_timeout_ms: int = Field(500, gt=0, le=60_000)
+    lag_interval_seconds: float = Field(5.0, gt=0, description="how often consumer lag is measured")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.dead_letter_topic or f"{self.topic}.dlq"
+
+    @property
+    def alert_topic(self) -> str:
+        return self.alerts_topic or f"{self.topic}.alerts"
+
+
+class MetricsSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(9108, ge=0, le=65535)
+    max_exported_features: int = Field(
+        32, ge=0, description="features per model exported one by one; the rest are summarised"
+    )
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    basic_auth_users: dict[str, str] | None = Field(
+        None, description="user -> password hash (see docs/alerting.md)"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MetricsSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        return self
+
+
+class PolicySettings(_Section):
+    """Which detectors run on what, and how often they may false-alarm."""
+
+    reference_size: int = Field(2000, ge=50, description="first records of each model that form its reference")
+    window_size: int = Field(1000, ge=20, description="records per tested window")
+    expected_run_length: float = Field(
+        1e8, gt=0, description="target records between false alarms per model, across all its tests"
+    )
+    numeric_detectors: list[str] = ["ks"]
+    categorical_detectors: list[str] = ["chi2"]
+    output_detectors: bool = True
+
+    @field_validator("numeric_detectors", "categorical_detectors")
+    @classmethod
+    def _known(cls, names: list[str], info) -> list[str]:
+        from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+
+        known = NUMERIC_DETECTORS if info.field_name == "numeric_detectors" else CATEGORICAL_DETECTORS
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(known)}")
+        return names
+
+    @model_validator(mode="after")
+    def _windows(self) -> PolicySettings:
+        if self.window_size > self.reference_size:
+            raise ValueError("window_size must not exceed reference_size")
+        return self
+
+
+class AlertSettings(_Section):
+    fire_after_windows: int = Field(2, ge=1, description="consecutive detections before an alert fires")
+    resolve_after_windows: int = Field(2, ge=1, description="consecutive clean windows before it resolves")
+    example_request_ids: int = Field(5, ge=0, le=50)
+
+
+class LimitSettings(_Section):
+    max_models: int = Field(1000, ge=1)
+    max_features_per_model: int = Field(256, ge=1)
+    max_features_per_record: int = Field(256, ge=1)
+    max_record_bytes: int = Field(65536, ge=256)
+    max_classes: int = Field(50, ge=2)
+
+
+class Settings(_Section):
+    kafka: KafkaSettings = KafkaSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    policy: PolicySettings = PolicySettings()
+    alerts: AlertSettings = AlertSettings()
+    limits: LimitSettings = LimitSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for a human."""
+
+
+def _format(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling against the README's config reference)"
+        lines.append(f"{where}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    """Read YAML (if given), apply ``{section: {field: value}}`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for section, values in (overrides or {}).items():
+        present = {k: v for k, v in values.items() if v is not None}
+        if present:
+            existing = data.get(section) or {}
+            if not isinstance(existing, dict):
+                raise ConfigError(f"{section}: must be a mapping")
+            data[section] = {**existing, **present}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        origin = f"{path}: " if path else ""
+        raise ConfigError(f"{origin}invalid configuration\n{_format(exc)}") from None

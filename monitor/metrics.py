@@ -1,0 +1,143 @@
+"""Export: a Prometheus collector that reads the pipeline's state on scrape.
+
+Nothing on the hot path touches a metric object: the pipeline keeps plain
+counters and detector results, and this collector turns them into metric
+families when Prometheus asks (the pattern of prometheus/client_python's
+custom collectors). Names and labels follow the metrics contract in DESIGN.md.
+
+Cardinality is bounded: at most ``metrics.max_exported_features`` features per
+model are exported one by one (in the model's feature order); the rest are
+summarised in ``infersight_drift_detected_features`` and
+``infersight_features_unexported``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor.pipeline import Pipeline
+from monitor.schema import REJECT_REASONS
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class RuntimeStatus:
+    """What the Kafka loop knows about its connection, for the collector."""
+
+    kafka_connected: bool = False
+    consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class InfersightCollector(Collector):
+    def __init__(self, pipeline: Pipeline, runtime: RuntimeStatus | None = None):
+        self.pipeline = pipeline
+        self.runtime = runtime or RuntimeStatus()
+
+    def describe(self):
+        # Returning nothing makes the registry skip calling collect() at
+        # registration time (state may not be ready yet).
+        return []
+
+    def collect(self):
+        pipeline = self.pipeline
+        cap = pipeline.settings.metrics.max_exported_features
+        labels3 = ["model", "detector", "feature"]
+        records = CounterMetricFamily("infersight_records", "Valid records processed per model", labels=["model"])
+        rejected = CounterMetricFamily(
+            "infersight_records_rejected", "Records rejected (dead-lettered) by reason", labels=["reason"]
+        )
+        score = GaugeMetricFamily("infersight_drift_score", "Latest drift test statistic", labels=labels3)
+        threshold = GaugeMetricFamily(
+            "infersight_drift_threshold", "Critical value of the statistic at the calibrated alpha", labels=labels3
+        )
+        p_value = GaugeMetricFamily("infersight_drift_p_value", "p-value of the latest drift test", labels=labels3)
+        detected = GaugeMetricFamily(
+            "infersight_drift_detected", "1 if the latest window's test detected drift", labels=labels3
+        )
+        seen = GaugeMetricFamily(
+            "infersight_detector_records", "Values consumed by the detector since it was (re)set", labels=labels3
+        )
+        detected_features = GaugeMetricFamily(
+            "infersight_drift_detected_features",
+            "Features of the model whose latest test detected drift (all features, exported or not)",
+            labels=["model", "detector"],
+        )
+        unexported = GaugeMetricFamily(
+            "infersight_features_unexported",
+            "Monitored features not exported one by one (over metrics.max_exported_features)",
+            labels=["model"],
+        )
+        ignored = GaugeMetricFamily(
+            "infersight_features_ignored",
+            "Feature names seen but not monitored (absent from the reference or over the per-model cap)",
+            labels=["model"],
+        )
+        ratio = GaugeMetricFamily(
+            "infersight_prediction_ratio", "Share of each predicted class over the last window", labels=["model", "class"]
+        )
+        ready = GaugeMetricFamily(
+            "infersight_reference_ready", "1 once the model's reference window is learned", labels=["model"]
+        )
+        last_ts = GaugeMetricFamily(
+            "infersight_last_record_timestamp_seconds", "Event time of the newest record per model", labels=["model"]
+        )
+        active = GaugeMetricFamily(
+            "infersight_alert_active", "1 while an alert of this kind is firing", labels=["model", "alert", "severity"]
+        )
+        with pipeline.lock:
+            for model, count in pipeline.records_total.items():
+                records.add_metric([model], count)
+            for reason in REJECT_REASONS:
+                rejected.add_metric([reason], pipeline.rejected_total.get(reason, 0))
+            for model, monitor in pipeline.monitors.items():
+                ready.add_metric([model], float(monitor.reference_ready))
+                ignored.add_metric([model], len(monitor.ignored_features))
+                if monitor.last_event_time is not None:
+                    last_ts.add_metric([model], monitor.last_event_time)
+                for cls, share in monitor.prediction_ratios().items():
+                    ratio.add_metric([model, cls], share)
+                exported = set(list(monitor.kinds)[:cap])
+                unexported.add_metric([model], max(0, len(monitor.kinds) - len(exported)))
+                per_detector: dict[str, int] = {}
+                for (detector, feature), result in monitor.latest.items():
+                    if feature:
+                        per_detector[detector] = per_detector.get(detector, 0) + int(result.detected)
+                    if feature and feature not in exported:
+                        continue
+                    labels = [model, detector, feature]
+                    score.add_metric(labels, result.statistic)
+                    threshold.add_metric(labels, result.threshold)
+                    detected.add_metric(labels, float(result.detected))
+                    seen.add_metric(labels, result.n_seen)
+                    if result.p_value is not None:
+                        p_value.add_metric(labels, result.p_value)
+                for detector, count in per_detector.items():
+                    detected_features.add_metric([model, detector], count)
+            for (model, alert, severity), value in pipeline.alerts.firing().items():
+                active.add_metric([model, alert, severity], value)
+            buckets = pipeline.batch_duration.cumulative()
+            duration_sum = pipeline.batch_duration.total
+        yield from (records, rejected, score, threshold, p_value, detected, seen, detected_features)
+        yield from (unexported, ignored, ratio, ready, last_ts, active)
+        yield HistogramMetricFamily(
+            "infersight_batch_duration_seconds",
+            "Time to decode, route, monitor and alert one poll batch",
+            buckets=buckets,
+            sum_value=duration_sum,
+        )
+        connected = GaugeMetricFamily("infersight_kafka_connected", "1 while the Kafka consumer is connected")
+        connected.add_metric([], float(self.runtime.kafka_connected))
+        yield connected
+        lag = GaugeMetricFamily(
+            "infersight_consumer_lag", "Records behind the log end, per assigned partition", labels=["topic", "partition"]
+        )
+        for (topic, partition), value in sorted(self.runtime.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        info = GaugeMetricFamily("infersight_build_info", "infersight version", labels=["version"])
+        info.add_metric([VERSION], 1)
+        yield info

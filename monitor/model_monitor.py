@@ -1,0 +1,272 @@
+"""Per-model monitor: learn a reference, then run the policy's detectors.
+
+Lifecycle of one model:
+
+1. *learning*: the first ``policy.reference_size`` records are kept as the
+   reference sample, column by column;
+2. *monitoring*: detectors are built from that reference (thresholds at a
+   per-test alpha derived from ``policy.expected_run_length``, Bonferroni over
+   all of the model's tests) and every later batch updates them.
+
+The monitor returns :class:`Finding` objects, one per (feature, window) decision,
+for the alert state machine, and keeps the latest result of every detector for
+the Prometheus collector to read at scrape time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.base import Detector, DriftResult
+from detectors.calibration import per_test_alpha
+from detectors.chi_square import ChiSquareDrift
+from detectors.ks import KSDrift
+from detectors.output import row_entropy
+from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+from monitor.batch import ModelBatch
+from monitor.config import LimitSettings, PolicySettings
+
+INPUT_DRIFT = "input_drift"
+OUTPUT_DRIFT = "output_drift"
+
+
+@dataclass(slots=True)
+class Finding:
+    """One window decision about one subject (a feature, or the output)."""
+
+    model: str
+    alert: str  # INPUT_DRIFT or OUTPUT_DRIFT
+    feature: str  # "" for output detectors
+    detector: str
+    result: DriftResult
+    example_request_ids: list[str]
+    event_time: float  # event time of the newest record in the batch that decided
+    since_record: int | None = None  # model record index where the tested change starts
+
+
+def _as_numeric(column: np.ndarray) -> np.ndarray:
+    if column.dtype == np.float64:
+        return column
+    # A feature that arrived as strings in this batch: nothing numeric to test.
+    return np.full(len(column), np.nan)
+
+
+def _as_categorical(column: np.ndarray) -> np.ndarray:
+    if column.dtype == object:
+        return column
+    out = np.empty(len(column), dtype=object)
+    out[:] = [None if np.isnan(v) else repr(float(v)) for v in column]
+    return out
+
+
+class _ReferenceBuffer:
+    """Columns accumulated while a model is learning its reference.
+
+    Each feature keeps its batch parts in arrival order; a batch in which the
+    feature is absent contributes a NaN stretch, so every feature's column
+    lines up with the records.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.parts: dict[str, list[np.ndarray]] = {}
+        self.kinds: dict[str, str] = {}
+        self.outputs: dict[str, list[np.ndarray]] = {"class": [], "score": [], "value": [], "entropy": []}
+
+    def add(self, batch: ModelBatch) -> None:
+        for kind, columns in (("numeric", batch.numeric), ("categorical", batch.categorical)):
+            for name, column in columns.items():
+                # any string value makes the feature categorical for good
+                if self.kinds.get(name) != "categorical":
+                    self.kinds[name] = kind
+                parts = self.parts.setdefault(name, [np.full(self.n, np.nan)] if self.n else [])
+                parts.append(column)
+        self.n += batch.n
+        for parts in self.parts.values():
+            filled = sum(len(p) for p in parts)
+            if filled < self.n:
+                parts.append(np.full(self.n - filled, np.nan))
+        self.outputs["class"].append(batch.predicted_class)
+        self.outputs["score"].append(batch.score)
+        self.outputs["value"].append(batch.prediction_value)
+        self.outputs["entropy"].append(_entropy(batch))
+
+    def column(self, name: str) -> np.ndarray:
+        convert = _as_numeric if self.kinds[name] == "numeric" else _as_categorical
+        return np.concatenate([convert(p) for p in self.parts[name]])
+
+
+def _entropy(batch: ModelBatch) -> np.ndarray:
+    if batch.probabilities is None:
+        return np.full(batch.n, np.nan)
+    return row_entropy(batch.probabilities)
+
+
+class ModelMonitor:
+    """Reference learning and detectors for one deployed model."""
+
+    def __init__(self, model_id: str, policy: PolicySettings, limits: LimitSettings):
+        self.model_id = model_id
+        self.policy = policy
+        self.limits = limits
+        self.records_seen = 0
+        self.last_event_time: float | None = None
+        self._reference: _ReferenceBuffer | None = _ReferenceBuffer()
+        # (detector name, feature) -> detector; feature "" for output detectors
+        self.detectors: dict[tuple[str, str], Detector] = {}
+        self.kinds: dict[str, str] = {}  # feature -> "numeric" | "categorical"
+        self.latest: dict[tuple[str, str], DriftResult] = {}
+        self.alpha: float | None = None
+        self.ignored_features: set[str] = set()  # seen after the reference, or over the cap
+        self._recent_classes = np.empty(policy.window_size, dtype=object)
+        self._recent_filled = 0
+        self._recent_next = 0
+
+    @property
+    def reference_ready(self) -> bool:
+        return self._reference is None
+
+    def update(self, batch: ModelBatch) -> list[Finding]:
+        self.records_seen += batch.n
+        if batch.n:
+            self.last_event_time = float(np.max(batch.timestamps))
+        self._remember_classes(batch.predicted_class)
+        findings: list[Finding] = []
+        if self._reference is not None:
+            needed = self.policy.reference_size - self._reference.n
+            self._reference.add(batch.slice(0, needed))
+            if self._reference.n < self.policy.reference_size:
+                return findings
+            self._build_detectors(self._reference)
+            self._reference = None
+            batch = batch.slice(needed, batch.n)
+            if batch.n == 0:
+                return findings
+        return self._run_detectors(batch)
+
+    # -- building -----------------------------------------------------------
+
+    def _build_detectors(self, ref: _ReferenceBuffer) -> None:
+        usable = []
+        for name, kind in ref.kinds.items():
+            column = ref.column(name)
+            present = ~np.isnan(column) if kind == "numeric" else np.array([v is not None for v in column])
+            if present.sum() < 2:
+                self.ignored_features.add(name)  # nothing to compare against
+                continue
+            usable.append((name, kind, column))
+        for name, _, _ in usable[self.limits.max_features_per_model :]:
+            self.ignored_features.add(name)
+        usable = usable[: self.limits.max_features_per_model]
+
+        outputs = {}
+        if self.policy.output_detectors:
+            for key, detector_name, cls in (
+                ("class", "prediction_class", ChiSquareDrift),
+                ("score", "prediction_score", KSDrift),
+                ("value", "prediction_value", KSDrift),
+                ("entropy", "prediction_entropy", KSDrift),
+            ):
+                column = np.concatenate(ref.outputs[key])
+                present = (column != None) if key == "class" else ~np.isnan(column)  # noqa: E711
+                if present.sum() >= 2:
+                    outputs[detector_name] = (cls, column)
+
+        n_tests = len(outputs) + sum(
+            len(self.policy.numeric_detectors if kind == "numeric" else self.policy.categorical_detectors)
+            for _, kind, _ in usable
+        )
+        self.alpha = per_test_alpha(self.policy.expected_run_length, self.policy.window_size, max(n_tests, 1))
+        window = self.policy.window_size
+        for name, kind, column in usable:
+            self.kinds[name] = kind
+            registry = NUMERIC_DETECTORS if kind == "numeric" else CATEGORICAL_DETECTORS
+            names = self.policy.numeric_detectors if kind == "numeric" else self.policy.categorical_detectors
+            for detector_name in names:
+                self.detectors[(detector_name, name)] = registry[detector_name](column, window, self.alpha)
+        for detector_name, (cls, column) in outputs.items():
+            self.detectors[(detector_name, "")] = cls(column, window, self.alpha)
+
+    # -- monitoring ---------------------------------------------------------
+
+    def _column(self, batch: ModelBatch, feature: str) -> np.ndarray:
+        kind = self.kinds[feature]
+        if feature in batch.numeric:
+            column = batch.numeric[feature]
+        elif feature in batch.categorical:
+            column = batch.categorical[feature]
+        else:
+            column = np.full(batch.n, np.nan)
+        return _as_numeric(column) if kind == "numeric" else _as_categorical(column)
+
+    def _output_column(self, batch: ModelBatch, detector_name: str) -> np.ndarray:
+        if detector_name == "prediction_class":
+            return batch.predicted_class
+        if detector_name == "prediction_score":
+            return batch.score
+        if detector_name == "prediction_value":
+            return batch.prediction_value
+        return _entropy(batch)
+
+    def _run_detectors(self, batch: ModelBatch) -> list[Finding]:
+        for feature in batch.numeric.keys() | batch.categorical.keys():
+            if feature not in self.kinds and len(self.ignored_features) < 1000:
+                self.ignored_features.add(feature)
+        findings = []
+        event_time = float(np.max(batch.timestamps))
+        for (detector_name, feature), detector in self.detectors.items():
+            if feature:
+                column = self._column(batch, feature)
+            else:
+                column = self._output_column(batch, detector_name)
+            result = detector.update(column)
+            if result is None:
+                continue
+            self.latest[(detector_name, feature)] = result
+            examples = [
+                str(batch.request_ids[i]) for i in result.examples if batch.request_ids[i] is not None
+            ]
+            findings.append(
+                Finding(
+                    model=self.model_id,
+                    alert=INPUT_DRIFT if feature else OUTPUT_DRIFT,
+                    feature=feature,
+                    detector=detector_name,
+                    result=result,
+                    example_request_ids=examples,
+                    event_time=event_time,
+                    # detectors count from the end of the reference
+                    since_record=None if result.change_index is None
+                    else self.policy.reference_size + result.change_index,
+                )
+            )
+        return findings
+
+    # -- prediction mix -----------------------------------------------------
+
+    def _remember_classes(self, classes: np.ndarray | None) -> None:
+        if classes is None or len(classes) == 0:
+            return
+        size = len(self._recent_classes)
+        classes = classes[-size:]
+        idx = (self._recent_next + np.arange(len(classes))) % size
+        self._recent_classes[idx] = classes
+        self._recent_next = int((self._recent_next + len(classes)) % size)
+        self._recent_filled = min(size, self._recent_filled + len(classes))
+
+    def prediction_ratios(self) -> dict[str, float]:
+        """Share of each predicted class over the last ``window_size`` records
+        (top ``limits.max_classes - 1`` classes, the rest as ``__other__``)."""
+        recent = self._recent_classes[: self._recent_filled]
+        recent = recent[recent != None]  # noqa: E711 - elementwise on an object array
+        if len(recent) == 0:
+            return {}
+        labels, counts = np.unique(recent.astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        keep = self.limits.max_classes - 1
+        ratios = {str(labels[i]): counts[i] / len(recent) for i in order[:keep]}
+        if len(order) > keep:
+            ratios["__other__"] = counts[order[keep:]].sum() / len(recent)
+        return ratios

@@ -1,0 +1,130 @@
+"""The pipeline: decode -> route -> monitor -> alert, one call per poll batch.
+
+Shared by the Kafka daemon (``infersight run``) and the file replay
+(``infersight replay``), so what a backtest shows is what production does.
+Sources and sinks (Kafka, files) stay outside: ``process`` takes raw bytes and
+returns what to dead-letter and which alert events to publish.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from monitor.alerts import AlertBook, AlertEvent
+from monitor.config import Settings
+from monitor.model_monitor import ModelMonitor
+from monitor.route import build_model_batch, group_by_model
+from monitor.schema import Reject, decode_batch
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    n_records: int
+    n_valid: int
+    rejects: list[Reject] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Pipeline:
+    """All per-model state of one daemon; thread-safe against scrapes."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.monitors: dict[str, ModelMonitor] = {}
+        self.alerts = AlertBook(
+            fire_after=settings.alerts.fire_after_windows,
+            resolve_after=settings.alerts.resolve_after_windows,
+            max_examples=settings.alerts.example_request_ids,
+        )
+        self.records_total: Counter[str] = Counter()  # per model
+        self.rejected_total: Counter[str] = Counter()  # per reason
+        self.batch_duration = DurationHistogram()
+        # Scrapes run on the HTTP server's thread; they read what process() writes.
+        self.lock = threading.Lock()
+
+    def process(self, raws: list[bytes], default_timestamps: list[float] | None = None) -> BatchOutcome:
+        started = time.perf_counter()
+        limits = self.settings.limits
+        records, indices, rejects = decode_batch(
+            raws,
+            max_record_bytes=limits.max_record_bytes,
+            max_features=limits.max_features_per_record,
+            default_timestamps=default_timestamps,
+        )
+        events: list[AlertEvent] = []
+        with self.lock:
+            groups = group_by_model(records)
+            findings = []
+            refused = self._refuse_new_models(groups, records, indices, raws)
+            rejects.extend(refused)
+            for model_id, model_records in groups.items():
+                monitor = self.monitors[model_id]
+                findings.extend(monitor.update(build_model_batch(model_id, model_records)))
+                self.records_total[model_id] += len(model_records)
+            events = self.alerts.observe(findings)
+            for reject in rejects:
+                self.rejected_total[reject.reason] += 1
+            seconds = time.perf_counter() - started
+            self.batch_duration.observe(seconds)
+        rejects.sort(key=lambda r: r.index)
+        return BatchOutcome(
+            n_records=len(raws),
+            n_valid=len(raws) - len(rejects),
+            rejects=rejects,
+            events=events,
+            seconds=seconds,
+        )
+
+    def _refuse_new_models(self, groups, records, indices, raws) -> list[Reject]:
+        """Create monitors for new models up to ``limits.max_models``; records of
+        models beyond the limit become ``model_limit`` rejects (principle 5:
+        random model ids must not blow up memory or Prometheus)."""
+        limit = self.settings.limits.max_models
+        refused_models = set()
+        for model_id in list(groups):
+            if model_id in self.monitors:
+                continue
+            if len(self.monitors) < limit:
+                self.monitors[model_id] = ModelMonitor(model_id, self.settings.policy, self.settings.limits)
+            else:
+                refused_models.add(model_id)
+                del groups[model_id]
+        if not refused_models:
+            return []
+        return [
+            Reject(
+                raw=raws[index],
+                reason="model_limit",
+                detail=f"model limit {limit} reached; {record.model_id!r} is not monitored",
+                index=index,
+            )
+            for record, index in zip(records, indices)
+            if record.model_id in refused_models
+        ]
+
+
+class DurationHistogram:
+    """Cumulative bucket counts for infersight_batch_duration_seconds, kept as
+    plain numbers so the collector can read them at scrape time."""
+
+    BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)  # last bucket is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        running, out = 0, []
+        for bound, count in zip((*map(str, self.BOUNDS), "+Inf"), self.counts):
+            running += count
+            out.append((bound, running))
+        return out

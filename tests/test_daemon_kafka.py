@@ -1,0 +1,131 @@
+"""The daemon against the real local Apache Kafka broker (make kafka-up)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import orjson
+import pytest
+
+from monitor.simulate import Scenario, generate_records
+from tests.conftest import consume_all, produce, wait_for
+
+pytestmark = pytest.mark.kafka
+
+# Small windows so a test needs a few thousand records, not a million.
+SMALL = """
+policy:
+  reference_size: 1000
+  window_size: 500
+alerts:
+  fire_after_windows: 2
+  resolve_after_windows: 2
+"""
+
+
+def test_shifted_feature_is_flagged_and_stable_model_is_not(kafka_bootstrap, topic, start_daemon):
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic,
+                          config=SMALL)
+    scenario = Scenario("covariate_shift", feature="f3", magnitude=1.0, shift_at=2500)
+    sent = produce(kafka_bootstrap, topic, generate_records(models=2, records_per_model=5000, scenario=scenario, seed=3))
+    wait_for(lambda: daemon.sample("infersight_records_total", model="credit-risk") == 5000
+             and daemon.sample("infersight_records_total", model="fraud-scorer") == 5000,
+             90, what="all records processed")
+
+    events = [json.loads(m.value) for m in consume_all(kafka_bootstrap, f"{topic}.alerts", expect_at_least=1)]
+    input_alerts = {(e["model"], e["feature"]) for e in events if e["alert"] == "input_drift" and e["status"] == "firing"}
+    assert ("credit-risk", "f3") in input_alerts
+    assert not [e for e in events if e["model"] == "fraud-scorer"], "the stable model must raise nothing"
+    assert input_alerts == {("credit-risk", "f3")}, "only the shifted feature is an input-drift alert"
+    f3 = next(e for e in events if e["feature"] == "f3")
+    assert f3["severity"] == "warning" and f3["statistic"] > f3["threshold"]
+    assert 2000 <= f3["since_record"] <= 3000  # the shift starts at record 2500; windows are 500 long
+    assert f3["example_request_ids"] and all(r.startswith("credit-risk-") for r in f3["example_request_ids"])
+
+    assert daemon.sample("infersight_drift_detected", model="credit-risk", detector="ks", feature="f3") == 1.0
+    assert daemon.sample("infersight_drift_detected", model="fraud-scorer", detector="ks", feature="f3") == 0.0
+    assert daemon.sample("infersight_alert_active", model="credit-risk", alert="input_drift") == 1.0
+    assert daemon.sample("infersight_kafka_connected") == 1.0
+    assert sent == 10_000
+    assert daemon.stop() == 0
+
+
+def test_malformed_messages_are_dead_lettered_with_reasons(kafka_bootstrap, topic, start_daemon):
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic)
+    good = [value for _, value in generate_records(models=1, records_per_model=50, seed=1)]
+    bad = {
+        b"{not json": "invalid_json",
+        b"[1, 2]": "not_an_object",
+        b'{"model_id": "m", "prediction": 1, "timestamp": 1}': "missing_field",
+        b'{"model_id": "bad/id", "features": {}, "prediction": 1, "timestamp": 1}': "invalid_model_id",
+        b'{"model_id": "m", "features": {"x": NaN}, "prediction": 1, "timestamp": 1}': "invalid_value",
+    }
+    produce(kafka_bootstrap, topic, [("k", v) for v in good[:25]] + [("k", b) for b in bad] + [("k", v) for v in good[25:]])
+
+    dead = consume_all(kafka_bootstrap, f"{topic}.dlq", expect_at_least=len(bad))
+    assert len(dead) == len(bad)
+    for message in dead:
+        headers = dict(message.headers)
+        assert headers["infersight.reason"].decode() == bad[message.value]
+        assert headers["infersight.detail"]
+        assert headers["infersight.source"].decode().startswith(f"{topic}/")
+    wait_for(lambda: daemon.sample("infersight_records_total", model="credit-risk") == 50, 30, what="valid records")
+    for reason in bad.values():
+        assert daemon.sample("infersight_records_rejected_total", reason=reason) == 1.0
+    assert daemon.sample("infersight_records_rejected_total", reason="record_too_large") == 0.0
+    assert daemon.stop() == 0
+
+
+def test_restart_in_the_same_group_does_not_reprocess(kafka_bootstrap, topic, start_daemon):
+    args = ("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", f"{topic}-group")
+    records = [value for _, value in generate_records(models=1, records_per_model=1500, seed=2)]
+
+    first = start_daemon(*args)
+    produce(kafka_bootstrap, topic, [("credit-risk", v) for v in records[:1000]])
+    wait_for(lambda: first.sample("infersight_records_total", model="credit-risk") == 1000, 60, what="first 1000")
+    assert first.stop() == 0
+    assert "stopped" in first.log()
+
+    produce(kafka_bootstrap, topic, [("credit-risk", v) for v in records[1000:]])
+    second = start_daemon(*args)
+    wait_for(lambda: second.sample("infersight_records_total", model="credit-risk") == 500, 60, what="the new 500")
+    time.sleep(3)  # anything re-delivered would arrive within a few polls
+    assert second.sample("infersight_records_total", model="credit-risk") == 500
+    assert second.stop() == 0
+
+
+def test_sigterm_mid_stream_finishes_the_batch_and_exits_zero(kafka_bootstrap, topic, start_daemon):
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic)
+    produce(kafka_bootstrap, topic, generate_records(models=2, records_per_model=20_000, seed=4))
+    wait_for(lambda: (daemon.sample("infersight_records_total", model="credit-risk") or 0) > 0, 60,
+             what="processing to start")
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=30) == 0
+    log = daemon.log()
+    assert "received SIGTERM" in log and "stopped" in log
+    assert "Traceback" not in log
+
+
+def test_unreachable_broker_is_retried_with_backoff_and_reported(start_daemon):
+    # Nothing listens on port 1: the daemon must say so, export kafka_connected 0,
+    # keep retrying without stack traces, and still stop cleanly on SIGTERM.
+    daemon = start_daemon("--bootstrap-servers", "127.0.0.1:1", "--topic", "nowhere")
+    assert daemon.sample("infersight_kafka_connected") == 0.0
+    wait_for(lambda: daemon.log().count("unreachable") >= 2, 40, what="two retry messages")
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert "retrying in 1 s" in log and "retrying in 2 s" in log
+    assert "Traceback" not in log
+
+
+def test_records_without_timestamp_take_the_kafka_timestamp(kafka_bootstrap, topic, start_daemon):
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic)
+    record = {"model_id": "no-clock", "features": {"x": 1.0}, "prediction": 0.5}
+    before = time.time()
+    produce(kafka_bootstrap, topic, [("no-clock", orjson.dumps(record))])
+    stamp = wait_for(lambda: daemon.sample("infersight_last_record_timestamp_seconds", model="no-clock"), 30,
+                     what="the record")
+    assert before - 5 <= stamp <= time.time() + 5
+    assert daemon.stop() == 0
