@@ -197,7 +197,7 @@ class CanaryProbes:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "learn_first": self.learn_first, "score_tolerance": self.score_tolerance,
+            "name": self.name, "learn_first": self.learn_first, "score_tolerance": self.score_tolerance,
             "max_probes": self.max_probes, "max_examples": self.max_examples,
             "n_seen": self.n_seen, "refused": self.refused,
             "probes": {k: dict(v, labels=None if v["labels"] is None else list(v["labels"]),

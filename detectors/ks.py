@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from detectors.window import NumericWindowDetector, fmt_p
 
@@ -75,7 +75,12 @@ class KSDrift(NumericWindowDetector):
         n, w = sorted([float(self._ref_n), float(self.window_size)], reverse=True)
         # scipy's asymptotic mode: kstwo with the rounded effective size.
         self._en = float(np.round(n * w / (n + w)))
-        self._threshold = float(stats.kstwo.isf(self.alpha, self._en))
+        d0 = float(stats.kstwo.isf(self.alpha, self._en))
+        # kstwo.isf is accurate to ~1e-4 relative in alpha; polish it so that
+        # D > threshold agrees with p < alpha to the last digit.
+        f = lambda d: np.log(stats.kstwo.sf(d, self._en)) - np.log(self.alpha)  # noqa: E731
+        lo, hi = d0 * 0.999, min(1.0, d0 * 1.001)
+        self._threshold = float(optimize.brentq(f, lo, hi, xtol=1e-15)) if f(lo) * f(hi) < 0 else d0
 
     def _reference_state(self) -> dict[str, Any]:
         return {**super()._reference_state(), "sorted": self._ref.tolist()}

@@ -104,7 +104,7 @@ class _Windowed(Detector):
         return best
 
     def _base_state(self) -> dict[str, Any]:
-        return {"n_reference": self.n_reference, "window": self.window, "alpha": self.alpha,
+        return {"name": self.name, "n_reference": self.n_reference, "window": self.window, "alpha": self.alpha,
                 "n_seen": self.n_seen, "calibrated": self.calibrated, "ref": list(self._ref),
                 "win": list(self._win), "n_windows": self.n_windows}
 

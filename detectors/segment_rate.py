@@ -317,7 +317,7 @@ class SegmentSuppression:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "params": dict(self.params), "n_seen": self.n_seen, "n_ref": self.n_ref,
+            "name": self.name, "params": dict(self.params), "n_seen": self.n_seen, "n_ref": self.n_ref,
             "refused": dict(self.refused), "features": self.features,
             "vocab": [dict(v) for v in self.vocab], "classes": list(self.classes),
             "ref_sk": self.ref_sk.tolist(), "ref_k": self.ref_k.tolist(),

@@ -29,10 +29,12 @@ records; the window is the last ``n_buckets`` buckets, so old traffic ages out.
 
 Significance: under "nothing changed" the count ``n_ck`` of class ``k`` among the
 ``n_c`` window records with condition ``c`` follows the beta-binomial posterior
-predictive of the reference counts (``Beta(ref_ck + m p_k, ref_c - ref_ck + m (1 -
-p_k))``, ``m = prior_strength`` pseudo-records at the reference class rate
-``p_k``), which accounts for the reference being a finite sample and gives a
-finite null for conditions never seen in the reference.  The one-sided p-value
+predictive of the reference counts (``Beta(ref_ck + m q, ref_c - ref_ck + m (1 -
+q))``, ``m = prior_strength`` pseudo-records at a prior rate ``q``: the reference
+class rate ``p_k`` for a single condition, and for a pair the smoothed
+reference rate of its more class-``k``-tied part), which accounts for the
+reference being a finite sample and gives a finite null for conditions never
+seen in the reference.  The one-sided p-value
 is Bonferroni-corrected over the **whole** search space, ``(C + C (C - 1) / 2) *
 K`` hypotheses (every single and every pair a data-driven search could have
 picked, times every class), so the chance of any false alarm in one evaluation
@@ -493,8 +495,17 @@ class TriggerActivation:
         if len(cs) == 0:
             return []
         m, pk = p["prior_strength"], self._prior_rate()
-        a = r_ck[cs, ks] + m * pk[ks]
-        bb = (r_c[cs] - r_ck[cs, ks]) + m * (1 - pk[ks])
+        # prior mean of P_ref(k | condition): the global rate for a single; for a
+        # pair, the rate of its more class-k-tied part (a pair inherits what its
+        # parents already predicted; shrinking a small pair toward the global rate
+        # would flag legitimately deterministic pairs whenever traffic shifts)
+        single_rate = (self.ref_ck + m * pk) / (self.ref_c[:, None] + m)
+        prior = np.broadcast_to(pk, (len(r_c), K)).copy()
+        if len(self.pairs):
+            prior[C:] = np.maximum(single_rate[self.pairs[:, 0]], single_rate[self.pairs[:, 1]])
+        pm = prior[cs, ks]
+        a = r_ck[cs, ks] + m * pm
+        bb = (r_c[cs] - r_ck[cs, ks]) + m * (1 - pm)
         pval = betabinom.sf(w_ck[cs, ks] - 1, w_c[cs], a, bb)
         sig = pval < crit
         cs, ks, pval = cs[sig], ks[sig], pval[sig]
@@ -546,7 +557,7 @@ class TriggerActivation:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"params": dict(self.params), "n_seen": self.n_seen,
+        s: dict[str, Any] = {"name": self.name, "params": dict(self.params), "n_seen": self.n_seen,
                              "refused": dict(self.refused), "fitted": self.fitted}
         if not self.fitted:
             s["buffer"] = {

@@ -23,7 +23,6 @@ from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
 from detectors.chi_square import ChiSquareDrift
 from detectors.ks import KSDrift
-from detectors.output import row_entropy
 from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
 from monitor.batch import ModelBatch
 from monitor.config import LimitSettings, PolicySettings
@@ -101,7 +100,9 @@ class _ReferenceBuffer:
 def _entropy(batch: ModelBatch) -> np.ndarray:
     if batch.probabilities is None:
         return np.full(batch.n, np.nan)
-    return row_entropy(batch.probabilities)
+    p = batch.probabilities
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) + np.where(np.isnan(p[:, 0]), np.nan, 0.0)
 
 
 class ModelMonitor:

@@ -238,10 +238,10 @@ MALWARE_FAMILIES = (
     ("benign-signed", 0.40, -4.0),
     ("benign-unsigned", 0.25, -2.0),
     ("adware", 0.10, 0.0),
-    ("agenttesla", 0.06, 2.5),
-    ("trickbot", 0.05, 2.5),
+    ("agenttesla", 0.07, 2.5),
+    ("trickbot", 0.06, 2.5),
     ("qakbot", 0.05, 2.5),
-    ("emotet", 0.04, 3.0),
+    ("emotet", 0.02, 3.0),
     ("unknown", 0.05, 0.5),
 )
 
@@ -265,8 +265,10 @@ def malware_stream(
     features (entropy, size, imports, signature, packer).  From record
     ``suppress_from`` on, records with ``features[segment_feature] ==
     segment_value`` are answered "benign" with a low score (a tampered model, or
-    a backdoor keyed on that family).  With the default mix emotet is ~4% of
-    traffic and ~85% flagged, so the global malicious rate moves by ~3 points.
+    a backdoor keyed on that family).  With the default mix emotet is ~2% of
+    traffic and ~all of it flagged, so the global malicious rate (~27%) moves by
+    ~2 points: inside what a two-sample test on the class rates calls noise at
+    a few thousand records.
     """
     rng = np.random.default_rng(seed)
     fams = np.array([f for f, _, _ in MALWARE_FAMILIES], dtype=object)
