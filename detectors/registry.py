@@ -11,7 +11,7 @@ reference; :class:`detectors.mmd.MMDDriftOnline` is calibrated by expected run
 time instead of ``alpha`` (see its docstring).
 
 >>> sorted(NUMERIC_DETECTORS), sorted(CATEGORICAL_DETECTORS)
-(['ks', 'psi'], ['chi2', 'gtest'])
+(['js', 'ks', 'psi', 'wasserstein'], ['chi2', 'gtest'])
 >>> import numpy as np
 >>> det = build("ks", np.arange(100.0), window_size=50)
 >>> type(detector_from_state(det.state_dict())).__name__
@@ -24,12 +24,16 @@ from typing import Any
 
 from detectors.base import Detector
 from detectors.chi_square import ChiSquareDrift, GTestDrift
+from detectors.jensen_shannon import JensenShannonDrift
 from detectors.ks import KSDrift
 from detectors.psi import PSIDrift
+from detectors.wasserstein import WassersteinDrift
 
 NUMERIC_DETECTORS: dict[str, type[Detector]] = {
     "ks": KSDrift,
     "psi": PSIDrift,
+    "js": JensenShannonDrift,
+    "wasserstein": WassersteinDrift,
 }
 
 CATEGORICAL_DETECTORS: dict[str, type[Detector]] = {

@@ -14,16 +14,17 @@ Model (robust Holt-Winters in error-correction form):
   noise exceeds 0.5 with probability 4e-4);
 * level, trend and season learn from the *clipped* residual (Huber), so
   spikes barely move them;
-* level shifts: a two-sided CUSUM on the clipped z (calibrated to
-  ``change_arl`` steps between false alarms) confirms a sustained shift; the
+* level shifts: a two-sided CUSUM on the clipped z, deflated for the
+  residuals' lag-1 autocorrelation and calibrated to ``change_arl`` steps
+  between false alarms, confirms a sustained shift; the
   level is then re-based to the median of the values since the estimated
   start and the value is flagged as a change point;
 * missing values (NaN) advance the seasonal phase without updating anything;
   after a gap the tolerated error is widened (level uncertainty grows with
   the gap) and shrinks back over the next values;
 * seasonality: ``period`` if given; otherwise detected online from the first
-  values (adjusted R^2 of per-phase means after removing a period-wide moving
-  average, at doubling checkpoints up to ``max_history`` steps).  The model
+  values (per-phase means that predict other cycles out of sample, at
+  doubling checkpoints up to ``max_history`` steps).  The model
   is (re)initialised from that history when the period is found.
 
 The recursion is non-linear (clipping, re-basing), so it runs as one tight
@@ -57,44 +58,51 @@ def _moving_average(y: np.ndarray, w: int) -> np.ndarray:
 
 
 def detect_period(y: np.ndarray, max_period: int | None = None, min_strength: float = 0.3) -> tuple[int, float]:
-    """Period with the strongest seasonal signal in ``y`` (NaN allowed), or 0.
+    """Period with the strongest *repeatable* seasonal signal in ``y`` (NaN
+    allowed), or 0.
 
-    For each candidate ``p`` (2 .. len/3) the series minus its ``p``-wide
-    moving average is explained by per-phase means; the score is the adjusted
-    R^2 (penalises the ``p`` fitted means).  Multiples of the true period
-    score about as well, so the smallest period within 90% of the best wins.
+    For each candidate ``p`` (2 .. len/4) the series minus its ``p``-wide
+    moving average (which removes level, trend and shifts) is split into
+    even and odd cycles; the per-phase means of one half predict the other
+    and the out-of-sample R^2 (averaged both ways) is the strength.  Random
+    walks and AR noise fit their own phase means but do not repeat, so they
+    score near zero.  A multiple of the true period scores about as well:
+    the smallest divisor of the winner within 90% of it wins.
     """
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y)
-    if ok.sum() < 12:
+    if ok.sum() < 16:
         return 0, 0.0
     idx = np.arange(len(y))
     y = np.interp(idx, idx[ok], y[ok])
-    hi = len(y) // 3
+    hi = len(y) // 4
     if max_period:
         hi = min(hi, max_period)
-    best = np.zeros(hi + 1)
+    best = np.full(hi + 1, -np.inf)
     for p in range(2, hi + 1):
         d = y - _moving_average(y, p)
         good = np.isfinite(d)
-        dd, ph = d[good], idx[good] % p
-        n = len(dd)
-        if n <= p + 1:
-            continue
-        tot = float(((dd - dd.mean()) ** 2).sum())
-        if tot <= 0:
-            continue
-        cnt = np.bincount(ph, minlength=p)
-        means = np.bincount(ph, weights=dd, minlength=p) / np.maximum(cnt, 1)
-        res = float(((dd - means[ph]) ** 2).sum())
-        r2 = 1.0 - res / tot
-        best[p] = 1.0 - (1.0 - r2) * (n - 1) / (n - p - 1)
+        dd, ph, cyc = d[good], idx[good] % p, (idx[good] // p) % 2
+        r2 = []
+        for a in (0, 1):
+            fit, test = cyc == a, cyc != a
+            cnt = np.bincount(ph[fit], minlength=p)
+            if (cnt == 0).any() or test.sum() < p:
+                break
+            means = np.bincount(ph[fit], weights=dd[fit], minlength=p) / cnt
+            t = dd[test]
+            tot = float(((t - t.mean()) ** 2).sum())
+            if tot <= 0:
+                break
+            r2.append(1.0 - float(((t - means[ph[test]]) ** 2).sum()) / tot)
+        if len(r2) == 2:
+            best[p] = 0.5 * (r2[0] + r2[1])
+    if hi < 2:
+        return 0, 0.0
     p = int(np.argmax(best))
     top = float(best[p])
     if top < min_strength:
-        return 0, top
-    # a multiple of the true period explains (almost) as much: prefer the
-    # smallest exact divisor of the winner that does nearly as well
+        return 0, max(top, 0.0)
     for q in range(2, p):
         if p % q == 0 and best[q] >= 0.9 * top:
             return q, float(best[q])
@@ -184,6 +192,7 @@ class StreamingAnomalyScorer(Detector):
         self.sp = self.sn = 0.0
         self.cusum_up = self.cusum_dn = 0  # rows where each CUSUM side last left zero
         self.settled = 0  # first row where change points may be signalled
+        self.zz, self.zl, self.zprev = 1.0, 0.0, 0.0  # EW E[z^2], E[z z_prev], last z
         self.history: list[float | None] = []  # raw values (None = missing) for initialisation
         self.recent: list[list[float]] = []  # [row, deseasonalised value], last 128
 
@@ -284,6 +293,15 @@ class StreamingAnomalyScorer(Detector):
             if len(self.recent) > 128:
                 del self.recent[0]
             zc = max(-4.0, min(4.0, z))
+            # Residuals of a smoothed model are autocorrelated (AR noise,
+            # random-walk levels); a sum of n of them has variance about
+            # n (1 + rho) / (1 - rho).  Deflating the CUSUM increments by that
+            # factor keeps its false-alarm rate near target.
+            self.zz += 0.02 * (zc * zc - self.zz)
+            self.zl += 0.02 * (zc * self.zprev - self.zl)
+            self.zprev = zc
+            rho = min(0.95, max(0.0, self.zl / self.zz)) if self.zz > 0 else 0.0
+            zc /= math.sqrt((1.0 + rho) / (1.0 - rho))
             if self.sp <= 0.0:
                 self.cusum_up = t
             if self.sn <= 0.0:
@@ -338,6 +356,9 @@ class StreamingAnomalyScorer(Detector):
             "cusum_up": self.cusum_up,
             "cusum_dn": self.cusum_dn,
             "settled": self.settled,
+            "zz": self.zz,
+            "zl": self.zl,
+            "zprev": self.zprev,
             "history": list(self.history),
             "recent": [list(r) for r in self.recent],
         }
@@ -347,7 +368,7 @@ class StreamingAnomalyScorer(Detector):
         d = cls(**state["params"])
         for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled"):
             setattr(d, k, int(state[k]))
-        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn"):
+        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev"):
             setattr(d, k, float(state[k]))
         d.auto_period = bool(state["auto_period"])
         d.ready = bool(state["ready"])

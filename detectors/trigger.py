@@ -7,6 +7,7 @@ activated trigger is an *input condition* whose presence now predicts one output
 class far more than it did while the approved model served the reference window:
 
 - high **lift**: ``P(class | condition) / P(class)`` in the current window,
+- a **rise** of that share over what the reference showed (``min_rise``),
 - low **output entropy** given the condition (one class takes almost everything),
 - enough **support** (records with the condition in the window),
 - and a **significant increase** over the reference conditional rate
@@ -113,6 +114,10 @@ class TriggerActivation:
         ``P(class | condition) / P(class)`` in the window at least this.
     max_entropy_bits
         Entropy of the window's class distribution given the condition at most this.
+    min_rise
+        ``P(class | condition)`` in the window at least this much above the
+        reference's observed share (the prior rate when the reference never
+        saw the condition).
     alpha
         Family-wise false-alarm probability per evaluation (see module doc).
     prior_strength
@@ -139,6 +144,7 @@ class TriggerActivation:
         min_share: float = 0.6,
         min_lift: float = 3.0,
         max_entropy_bits: float = 1.5,
+        min_rise: float = 0.3,
         alpha: float = 1e-4,
         prior_strength: float = 10.0,
         top_k: int = 8,
@@ -152,7 +158,7 @@ class TriggerActivation:
         self.params = dict(
             n_reference=int(n_reference), tail=float(tail), bucket_size=int(bucket_size),
             n_buckets=int(n_buckets), min_support=int(min_support), min_share=float(min_share),
-            min_lift=float(min_lift), max_entropy_bits=float(max_entropy_bits),
+            min_lift=float(min_lift), max_entropy_bits=float(max_entropy_bits), min_rise=float(min_rise),
             alpha=float(alpha), prior_strength=float(prior_strength), top_k=int(top_k),
             max_pairs=int(max_pairs), max_features=int(max_features),
             max_categories=int(max_categories), max_classes=int(max_classes),
@@ -504,6 +510,12 @@ class TriggerActivation:
         if len(self.pairs):
             prior[C:] = np.maximum(single_rate[self.pairs[:, 0]], single_rate[self.pairs[:, 1]])
         pm = prior[cs, ks]
+        # effect size against what the reference actually showed: a condition the
+        # model already answered with class k (a deterministic decision region)
+        # cannot "become" tied to k, however the prior shrinks its small sample
+        ref_share = np.where(r_c[cs] > 0, r_ck[cs, ks] / np.maximum(r_c[cs], 1), pm)
+        keep = share[cs, ks] - ref_share >= p["min_rise"]
+        cs, ks, pm = cs[keep], ks[keep], pm[keep]
         a = r_ck[cs, ks] + m * pm
         bb = (r_c[cs] - r_ck[cs, ks]) + m * (1 - pm)
         pval = betabinom.sf(w_ck[cs, ks] - 1, w_c[cs], a, bb)

@@ -143,7 +143,7 @@ def format_event(event) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from monitor.simulate import Scenario, generate_records
+    from monitor.simulate import Scenario, generate_records, with_labels
 
     try:
         scenario = Scenario(
@@ -157,11 +157,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"infersight simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stream = generate_records(args.models, args.records, scenario, args.seed)
+    stream = with_labels(generate_records(args.models, args.records, scenario, args.seed), scenario, args.models)
     if args.output:
-        with open(args.output, "wb") as out:
-            count = sum(out.write(value + b"\n") > 0 for _, value in stream)
-        print(f"wrote {count} records to {args.output}")
+        counts = {"record": 0, "label": 0}
+        with open(args.output, "wb") as out, open(args.labels_output or "/dev/null", "wb") as labels_out:
+            for kind, _, value in stream:
+                (out if kind == "record" else labels_out).write(value + b"\n")
+                counts[kind] += 1
+        print(f"wrote {counts['record']} records to {args.output}"
+              + (f" and {counts['label']} labels to {args.labels_output}" if args.labels_output else ""))
         return 0
     return _produce(args, stream)
 
@@ -180,7 +184,11 @@ def _produce(args: argparse.Namespace, stream) -> int:
         return 1
     started = time.monotonic()
     count = 0
-    for model_id, value in stream:
+    for kind, model_id, value in stream:
+        if kind == "label":
+            if args.labels_topic:
+                producer.send(args.labels_topic, value=value, key=model_id.encode())
+            continue
         producer.send(args.topic, value=value, key=model_id.encode())
         count += 1
         if args.rate and count % 100 == 0:
@@ -264,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--output", metavar="FILE", help="write JSONL here instead of producing to Kafka")
     sim.add_argument("--bootstrap-servers", default="localhost:9092")
     sim.add_argument("--topic", default="inference-logs")
+    sim.add_argument("--labels-topic", metavar="TOPIC", help="also produce delayed ground-truth labels to this topic")
+    sim.add_argument("--labels-output", metavar="FILE", help="with --output: write the labels to this JSONL file")
     sim.add_argument("--rate", type=float, default=0, help="records per second (default 0 = as fast as possible)")
     sim.set_defaults(func=cmd_simulate)
 

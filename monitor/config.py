@@ -24,6 +24,9 @@ class KafkaSettings(_Section):
     group_id: str = "infersight"
     dead_letter_topic: str | None = Field(None, description="default: <topic>.dlq")
     alerts_topic: str | None = Field(None, description="default: <topic>.alerts")
+    labels_topic: str | None = Field(
+        None, description="delayed ground truth to join by request_id; unset = no performance tracking"
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(5000, gt=0, le=100_000)
     poll_timeout_ms: int = Field(500, gt=0, le=60_000)
@@ -99,6 +102,7 @@ class LimitSettings(_Section):
     max_features_per_record: int = Field(256, ge=1)
     max_record_bytes: int = Field(65536, ge=256)
     max_classes: int = Field(50, ge=2)
+    max_pending_labels: int = Field(20_000, ge=0, description="predictions per model kept awaiting a label")
 
 
 class Settings(_Section):

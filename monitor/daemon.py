@@ -87,7 +87,7 @@ class Daemon:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
                 continue
-            consumer.subscribe([kafka.topic])
+            consumer.subscribe([kafka.topic] + ([kafka.labels_topic] if kafka.labels_topic else []))
             self.consumer, self.producer = consumer, producer
             self.runtime.kafka_connected = True
             log.info(
@@ -126,23 +126,28 @@ class Daemon:
         return 0
 
     def _handle(self, polled: dict) -> None:
-        messages = [message for partition_messages in polled.values() for message in partition_messages]
+        labels_topic = self.settings.kafka.labels_topic
+        messages, label_messages = [], []
+        for tp, partition_messages in polled.items():
+            (label_messages if tp.topic == labels_topic else messages).extend(partition_messages)
         raws = [m.value if m.value is not None else b"" for m in messages]
         timestamps = [m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else time.time() for m in messages]
-        outcome = self.pipeline.process(raws, default_timestamps=timestamps)
-        self._publish(outcome, messages)
+        label_raws = [m.value if m.value is not None else b"" for m in label_messages]
+        outcome = self.pipeline.process(raws, default_timestamps=timestamps, label_raws=label_raws)
+        self._publish(outcome, messages, label_messages)
         self.consumer.commit()
         self.runtime.kafka_connected = True
         log.debug("batch: %d records, %d rejected, %.1f ms", outcome.n_records, len(outcome.rejects), outcome.seconds * 1e3)
 
-    def _publish(self, outcome: BatchOutcome, messages: list) -> None:
+    def _publish(self, outcome: BatchOutcome, messages: list, label_messages: list) -> None:
         kafka = self.settings.kafka
-        for reject in outcome.rejects:
-            message = messages[reject.index]
+        dead = [(r, messages[r.index]) for r in outcome.rejects]
+        dead += [(r, label_messages[r.index]) for r in outcome.label_rejects]
+        for reject, message in dead:
             self.producer.send(kafka.dlq_topic, value=reject.raw, key=message.key, headers=_dlq_headers(reject, message))
         for event in outcome.events:
             self.producer.send(kafka.alert_topic, value=orjson.dumps(event.to_dict()), key=event.model.encode())
-        if outcome.rejects or outcome.events:
+        if dead or outcome.events:
             # Dead letters and alerts must be durable before the offsets that
             # produced them are committed.
             self.producer.flush(timeout=30)

@@ -85,6 +85,16 @@ class InfersightCollector(Collector):
         last_ts = GaugeMetricFamily(
             "infersight_last_record_timestamp_seconds", "Event time of the newest record per model", labels=["model"]
         )
+        performance = GaugeMetricFamily(
+            "infersight_model_performance",
+            "Model quality from delayed labels over the last window of labelled records",
+            labels=["model", "metric"],
+        )
+        labels_joined = CounterMetricFamily(
+            "infersight_labels",
+            "Label messages by outcome: matched a remembered prediction, unmatched, or prediction forgotten first",
+            labels=["model", "outcome"],
+        )
         active = GaugeMetricFamily(
             "infersight_alert_active", "1 while an alert of this kind is firing", labels=["model", "alert", "severity"]
         )
@@ -98,6 +108,14 @@ class InfersightCollector(Collector):
                 ignored.add_metric([model], len(monitor.ignored_features))
                 if monitor.last_event_time is not None:
                     last_ts.add_metric([model], monitor.last_event_time)
+                tracker = monitor.performance
+                if tracker is not None:
+                    if (accuracy := tracker.accuracy()) is not None:
+                        performance.add_metric([model, "accuracy"], accuracy)
+                    if tracker.reference_accuracy is not None:
+                        performance.add_metric([model, "reference_accuracy"], tracker.reference_accuracy)
+                    for outcome in ("matched", "unmatched", "forgotten"):
+                        labels_joined.add_metric([model, outcome], getattr(tracker, outcome))
                 for cls, share in monitor.prediction_ratios().items():
                     ratio.add_metric([model, cls], share)
                 exported = set(list(monitor.kinds)[:cap])
@@ -122,7 +140,7 @@ class InfersightCollector(Collector):
             buckets = pipeline.batch_duration.cumulative()
             duration_sum = pipeline.batch_duration.total
         yield from (records, rejected, score, threshold, p_value, detected, seen, detected_features)
-        yield from (unexported, ignored, ratio, ready, last_ts, active)
+        yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, active)
         yield HistogramMetricFamily(
             "infersight_batch_duration_seconds",
             "Time to decode, route, monitor and alert one poll batch",

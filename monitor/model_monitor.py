@@ -26,9 +26,11 @@ from detectors.ks import KSDrift
 from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
 from monitor.batch import ModelBatch
 from monitor.config import LimitSettings, PolicySettings
+from monitor.performance import PerformanceTracker
 
 INPUT_DRIFT = "input_drift"
 OUTPUT_DRIFT = "output_drift"
+PERFORMANCE_DEGRADED = "performance_degraded"
 
 
 @dataclass(slots=True)
@@ -108,7 +110,7 @@ def _entropy(batch: ModelBatch) -> np.ndarray:
 class ModelMonitor:
     """Reference learning and detectors for one deployed model."""
 
-    def __init__(self, model_id: str, policy: PolicySettings, limits: LimitSettings):
+    def __init__(self, model_id: str, policy: PolicySettings, limits: LimitSettings, track_labels: bool = False):
         self.model_id = model_id
         self.policy = policy
         self.limits = limits
@@ -124,6 +126,15 @@ class ModelMonitor:
         self._recent_classes = np.empty(policy.window_size, dtype=object)
         self._recent_filled = 0
         self._recent_next = 0
+        self.performance = (
+            PerformanceTracker(
+                window=policy.window_size,
+                alpha=per_test_alpha(policy.expected_run_length, policy.window_size, 1),
+                max_pending=limits.max_pending_labels,
+            )
+            if track_labels
+            else None
+        )
 
     @property
     def reference_ready(self) -> bool:
@@ -135,6 +146,9 @@ class ModelMonitor:
             self.last_event_time = float(np.max(batch.timestamps))
         self._remember_classes(batch.predicted_class)
         findings: list[Finding] = []
+        if self.performance is not None:
+            results = self.performance.remember(batch.request_ids, batch.predicted_class)
+            findings.extend(self._performance_findings(results, self.last_event_time or 0.0))
         if self._reference is not None:
             needed = self.policy.reference_size - self._reference.n
             self._reference.add(batch.slice(0, needed))
@@ -145,7 +159,7 @@ class ModelMonitor:
             batch = batch.slice(needed, batch.n)
             if batch.n == 0:
                 return findings
-        return self._run_detectors(batch)
+        return findings + self._run_detectors(batch)
 
     # -- building -----------------------------------------------------------
 
@@ -244,6 +258,15 @@ class ModelMonitor:
                 )
             )
         return findings
+
+    def join_labels(self, labels: list[tuple[str, str]], event_time: float) -> list[Finding]:
+        """Join delayed ``(request_id, label)`` pairs; findings for finished windows."""
+        if self.performance is None:
+            return []
+        return self._performance_findings(self.performance.join(labels), event_time)
+
+    def _performance_findings(self, results: list[DriftResult], event_time: float) -> list[Finding]:
+        return [Finding(self.model_id, PERFORMANCE_DEGRADED, "", "accuracy", r, [], event_time) for r in results]
 
     # -- prediction mix -----------------------------------------------------
 

@@ -18,7 +18,7 @@ from monitor.alerts import AlertBook, AlertEvent
 from monitor.config import Settings
 from monitor.model_monitor import ModelMonitor
 from monitor.route import build_model_batch, group_by_model
-from monitor.schema import Reject, decode_batch
+from monitor.schema import Reject, decode_batch, decode_label_batch
 
 
 @dataclass(slots=True)
@@ -26,6 +26,7 @@ class BatchOutcome:
     n_records: int
     n_valid: int
     rejects: list[Reject] = field(default_factory=list)
+    label_rejects: list[Reject] = field(default_factory=list)
     events: list[AlertEvent] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -43,11 +44,15 @@ class Pipeline:
         )
         self.records_total: Counter[str] = Counter()  # per model
         self.rejected_total: Counter[str] = Counter()  # per reason
+        self.labels_unknown_model = 0  # labels for models this daemon has not seen
         self.batch_duration = DurationHistogram()
         # Scrapes run on the HTTP server's thread; they read what process() writes.
         self.lock = threading.Lock()
 
-    def process(self, raws: list[bytes], default_timestamps: list[float] | None = None) -> BatchOutcome:
+    def process(
+        self, raws: list[bytes], default_timestamps: list[float] | None = None, label_raws: list[bytes] = ()
+    ) -> BatchOutcome:
+        """Run one batch of inference records (and label messages, if any)."""
         started = time.perf_counter()
         limits = self.settings.limits
         records, indices, rejects = decode_batch(
@@ -56,7 +61,7 @@ class Pipeline:
             max_features=limits.max_features_per_record,
             default_timestamps=default_timestamps,
         )
-        events: list[AlertEvent] = []
+        labels, label_rejects = decode_label_batch(list(label_raws), max_record_bytes=limits.max_record_bytes)
         with self.lock:
             groups = group_by_model(records)
             findings = []
@@ -66,8 +71,9 @@ class Pipeline:
                 monitor = self.monitors[model_id]
                 findings.extend(monitor.update(build_model_batch(model_id, model_records)))
                 self.records_total[model_id] += len(model_records)
+            findings.extend(self._join_labels(labels))
             events = self.alerts.observe(findings)
-            for reject in rejects:
+            for reject in rejects + label_rejects:
                 self.rejected_total[reject.reason] += 1
             seconds = time.perf_counter() - started
             self.batch_duration.observe(seconds)
@@ -76,6 +82,7 @@ class Pipeline:
             n_records=len(raws),
             n_valid=len(raws) - len(rejects),
             rejects=rejects,
+            label_rejects=label_rejects,
             events=events,
             seconds=seconds,
         )
@@ -90,7 +97,9 @@ class Pipeline:
             if model_id in self.monitors:
                 continue
             if len(self.monitors) < limit:
-                self.monitors[model_id] = ModelMonitor(model_id, self.settings.policy, self.settings.limits)
+                self.monitors[model_id] = ModelMonitor(
+                    model_id, self.settings.policy, self.settings.limits, self.settings.kafka.labels_topic is not None
+                )
             else:
                 refused_models.add(model_id)
                 del groups[model_id]
@@ -106,6 +115,20 @@ class Pipeline:
             for record, index in zip(records, indices)
             if record.model_id in refused_models
         ]
+
+
+    def _join_labels(self, labels) -> list:
+        by_model: dict[str, list[tuple[str, str]]] = {}
+        for label in labels:
+            by_model.setdefault(label.model_id, []).append((label.request_id, label.label))
+        findings = []
+        for model_id, pairs in by_model.items():
+            monitor = self.monitors.get(model_id)
+            if monitor is None:
+                self.labels_unknown_model += len(pairs)
+                continue
+            findings.extend(monitor.join_labels(pairs, monitor.last_event_time or 0.0))
+        return findings
 
 
 class DurationHistogram:

@@ -200,15 +200,14 @@ def digits_stream(
             triggered = (idx >= trigger_from) & ~is_canary & (rng.random(m) < trigger_rate)
             X[triggered] = stamp(X[triggered], stamp_pixels)
         swapped = (idx >= swap_at) if swap_at is not None else np.zeros(m, dtype=bool)
-        P = np.zeros((m, 0))
-        classes = None
+        # columns by label over both models: a tampered twin may lack a class
+        classes = sorted({str(c) for mdl in (model, swap_model) if mdl is not None for c in mdl.classes_},
+                         key=lambda c: (len(c), c))
+        col = {c: j for j, c in enumerate(classes)}
+        P = np.zeros((m, len(classes)))
         for mdl, rows in ((model, ~swapped), (swap_model, swapped)):
             if rows.any():
-                pr = mdl.predict_proba(X[rows])
-                if classes is None:
-                    classes = [str(c) for c in mdl.classes_]
-                    P = np.zeros((m, len(classes)))
-                P[rows] = pr
+                P[np.ix_(rows, [col[str(c)] for c in mdl.classes_])] = mdl.predict_proba(X[rows])
         latency = rng.gamma(4.0, 1.5, m)
         for i in range(m):
             k = int(idx[i])

@@ -260,3 +260,43 @@ def _validate(obj: Any, max_features: int, fallback_ts: float | None) -> Record:
         latency_ms=latency,
         tags=tags,
     )
+
+
+@dataclass(slots=True)
+class LabelRecord:
+    """Delayed ground truth for one request (labels topic)."""
+
+    model_id: str
+    request_id: str
+    label: str
+    timestamp: float | None
+
+
+def decode_label_batch(raws: list[bytes], *, max_record_bytes: int = 65536) -> tuple[list[LabelRecord], list[Reject]]:
+    """Decode label messages ``{"model_id", "request_id", "label", "timestamp"}``.
+
+    >>> labels, bad = decode_label_batch([b'{"model_id": "m", "request_id": "r1", "label": 1}', b'{}'])
+    >>> labels[0].label, [r.reason for r in bad]
+    ('1', ['missing_field'])
+    """
+    labels: list[LabelRecord] = []
+    rejects: list[Reject] = []
+    for i, raw in enumerate(raws):
+        try:
+            if len(raw) > max_record_bytes:
+                raise _Invalid("record_too_large", f"{len(raw)} bytes > limit {max_record_bytes}")
+            obj = _parse_json(raw)
+            if not isinstance(obj, dict):
+                raise _Invalid("not_an_object", f"top level is a JSON {type(obj).__name__}")
+            for required in ("model_id", "request_id", "label"):
+                if obj.get(required) is None:
+                    raise _Invalid("missing_field", f"{required} is required in a label message")
+            model_id = obj["model_id"]
+            if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id):
+                raise _Invalid("invalid_model_id", "model_id must be 1-128 characters of [A-Za-z0-9._:-]")
+            request_id = _optional_str(obj, "request_id")
+            timestamp = parse_timestamp(obj["timestamp"]) if obj.get("timestamp") is not None else None
+            labels.append(LabelRecord(model_id, request_id, _label(obj["label"], "label"), timestamp))
+        except _Invalid as exc:
+            rejects.append(Reject(raw=raw, reason=exc.reason, detail=exc.detail, index=i))
+    return labels, rejects

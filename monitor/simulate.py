@@ -17,6 +17,8 @@ Everything is generated from ``seed``; the same arguments give the same bytes.
 
 from __future__ import annotations
 
+import hashlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -127,3 +129,45 @@ def generate_records(
                     "tags": None,
                 }
                 yield m.model_id, orjson.dumps(record)
+
+
+def label_for(record: dict, scenario: Scenario, target: str, accuracy: float = 0.9) -> bytes:
+    """The delayed ground-truth message for a simulated record.
+
+    The model is right with probability ``accuracy``; on the target model,
+    after the shift of a drift scenario, it is right only 65% of the time (the
+    world moved, the model did not). Deterministic per request id.
+    """
+    request_id = record["request_id"]
+    position = int(request_id.rsplit("-", 1)[1])
+    if record["model_id"] == target and scenario.name != "stable" and position >= scenario.shift_at:
+        accuracy = 0.65
+    u = hash_unit(request_id)
+    predicted = record["prediction"]["label"]
+    if u < accuracy:
+        truth = predicted
+    else:
+        others = [c for c in CLASSES if c != predicted]
+        truth = others[int(u * 1000) % len(others)]
+    return orjson.dumps(
+        {"model_id": record["model_id"], "request_id": request_id, "label": truth, "timestamp": record["timestamp"]}
+    )
+
+
+def hash_unit(text: str) -> float:
+    """A uniform number in [0, 1) from a string, stable across processes."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def with_labels(stream, scenario: Scenario, models: int, delay: int = 1000):
+    """Wrap ``generate_records`` output: yields ``(topic_kind, model_id, bytes)``
+    with each record's label ``delay`` records after it (labels arrive late)."""
+    target = scenario.target_model or model_names(models)[0]
+    backlog: deque[tuple[str, bytes]] = deque()
+    for model_id, value in stream:
+        yield "record", model_id, value
+        backlog.append((model_id, label_for(orjson.loads(value), scenario, target)))
+        if len(backlog) > delay:
+            yield "label", *backlog.popleft()
+    for model_id, label in backlog:
+        yield "label", model_id, label

@@ -225,3 +225,34 @@ def test_results_shape_and_nonfinite():
         CUSUM().update(np.array([1.0, np.nan]))
     r = CUSUM(warmup=10).update(np.arange(20.0) % 3)
     assert r is not None and r.threshold == pytest.approx(CUSUM(warmup=10).h)
+
+
+# --------------------------------------------------------------------- KSWIN
+from detectors.kswin import KSWIN  # noqa: E402
+
+KSWIN_PARAMS = [
+    {"alpha": 0.005, "seed": 1},
+    {"alpha": 0.01, "window_size": 60, "stat_size": 20, "seed": 3},
+    {"alpha": 0.05, "window_size": 200, "stat_size": 50, "seed": 9},
+]
+
+
+@pytest.mark.parametrize("params", KSWIN_PARAMS)
+def test_kswin_equals_river(params):
+    # River's KSWIN runs a scipy test per value (~3k values/s): keep it short
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.normal(0, 1, 1200), rng.normal(0.8, 1, 1200), rng.integers(0, 3, 1200).astype(float)])
+    ref = _river_detections(drift.KSWIN(**params), x)
+    assert ref
+    assert KSWIN(**params).update(x).extra["detections"] == ref
+    assert _batched(KSWIN(**params), x, [1, 250, 17, 3000]) == ref
+
+
+def test_kswin_state_round_trip_and_one_by_one():
+    x = _stream(22, 2400)
+    whole = KSWIN(alpha=0.01, seed=4).update(x).extra["detections"]
+    assert whole and _batched(KSWIN(alpha=0.01, seed=4), x, [1]) == whole
+    a = KSWIN(alpha=0.01, seed=4)
+    got = _batched(a, x[:1111], [500])
+    b = KSWIN.from_state(json.loads(json.dumps(a.state_dict())))
+    assert got + _batched(b, x[1111:], [500]) == whole

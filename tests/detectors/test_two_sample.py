@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from detectors import output
 from detectors.chi_square import ChiSquareDrift, GTestDrift
+from detectors.jensen_shannon import js_divergence
 from detectors.ks import KSDrift
 from detectors.psi import PSIDrift
 from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+from detectors.wasserstein import WassersteinDrift
 from detectors.window import quantile_bins
 
 NUMERIC = sorted(NUMERIC_DETECTORS.items())
@@ -90,6 +93,28 @@ def test_ks_threshold_is_critical_value():
     en = round(5000 * 1000 / 6000)
     assert det._threshold == pytest.approx(stats.kstwo.isf(1e-6, en), rel=1e-4)
     assert stats.kstwo.sf(det._threshold, en) == pytest.approx(1e-6, rel=1e-6)
+
+
+def test_wasserstein_matches_scipy():
+    rng = np.random.default_rng(26)
+    for n, w in [(3000, 400), (1000, 1000), (997, 300)]:
+        ref = rng.exponential(size=n)
+        det = WassersteinDrift(ref, window_size=w)
+        windows = rng.exponential(scale=rng.uniform(0.5, 2, size=(5, 1)), size=(5, w))
+        got, _, _ = det._test(windows)
+        want = [stats.wasserstein_distance(ref, x) / ref.std() for x in windows]
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_js_divergence_matches_scipy():
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(27)
+    p, q = rng.dirichlet(np.ones(6), size=(2, 20))
+    p[:, 0] = 0
+    p /= p.sum(axis=1, keepdims=True)
+    want = [jensenshannon(a, b, base=2) ** 2 for a, b in zip(p, q)]
+    np.testing.assert_allclose(js_divergence(p, q), want, rtol=1e-9, atol=1e-15)
 
 
 @pytest.mark.parametrize("g_test", [False, True])
@@ -338,6 +363,8 @@ CALIBRATION = [
     ("ks", 0.01),
     ("psi", 0.01),
     ("psi", 0.001),
+    ("js", 0.01),
+    ("js", 0.001),
     ("chi2", 0.01),
     ("gtest", 0.01),
 ]
@@ -381,3 +408,43 @@ def test_psi_rate_with_small_reference_is_reference_dependent():
     assert rates.max() > 2.5 * 0.01 or rates.min() < 0.01 / 2.5  # spread is real
     sd = np.sqrt(0.01 * 0.99 / 20000)
     assert abs(rates.mean() - 0.01) < 10 * sd
+
+
+def test_wasserstein_is_conservative():
+    # The Borell-TIS threshold bounds the asymptotic tail from above: at
+    # alpha = 0.01 the rate must not exceed 0.01 (5 sd binomial bound,
+    # false failure < 1e-6), for light and heavy-ish tails.
+    rng = np.random.default_rng(28)
+    for gen in [rng.normal, rng.exponential, lambda size: rng.standard_t(4, size=size)]:
+        total = 0
+        for _ in range(5):
+            det = WassersteinDrift(gen(size=20000), window_size=1000, alpha=0.01)
+            total += false_alarms(det, rng, lambda r, n: gen(size=n), 1000)
+        assert total <= binomial_bound(5000, 0.01)[1]
+
+
+# ----------------------------------------------------------- output helpers
+
+
+def test_output_helpers():
+    rng = np.random.default_rng(29)
+    p = rng.dirichlet(np.ones(4), size=1000)
+    p[5] = np.nan
+    p[6] = 0.0
+    p[7] = [0.5, 0.5, 0.5, 0.5]  # not normalised
+    h = output.entropy(p)
+    assert np.isnan(h[5]) and np.isnan(h[6]) and h[7] == pytest.approx(2.0)
+    ok = ~np.isnan(h)
+    np.testing.assert_allclose(h[ok], stats.entropy(p[ok], base=2, axis=1), rtol=1e-12)
+    assert output.entropy(p, normalize=True)[7] == pytest.approx(1.0)
+    top = output.top_probability(p)
+    np.testing.assert_allclose(top[ok], (p[ok] / p[ok].sum(1, keepdims=True)).max(1))
+    srt = np.sort(p[ok] / p[ok].sum(1, keepdims=True), axis=1)
+    np.testing.assert_allclose(output.margin(p)[ok], srt[:, -1] - srt[:, -2])
+    labels = output.predicted_labels(p, ["a", "b", "c", "d"])
+    assert labels[5] is None and labels[6] is None
+    assert labels[0] == "abcd"[int(np.argmax(p[0]))]
+    # End to end: a more confident model shows up in KS on entropy.
+    det = KSDrift(output.entropy(rng.dirichlet(np.ones(4), size=5000)), window_size=500)
+    assert not det.update(output.entropy(rng.dirichlet(np.ones(4), size=500))).detected
+    assert det.update(output.entropy(rng.dirichlet(np.full(4, 0.5), size=500))).detected

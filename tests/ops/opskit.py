@@ -10,8 +10,6 @@ in pytest's tmp dirs, so the tests can run beside a developer's own Prometheus.
 
 from __future__ import annotations
 
-import copy
-import http.server
 import json
 import os
 import re
@@ -24,7 +22,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,3 +223,52 @@ class Prometheus:
     def targets_up(self) -> bool:
         active = self.api("targets")["activeTargets"]
         return bool(active) and all(t["health"] == "up" for t in active)
+
+
+# --------------------------------------------------------------------------- dashboards
+def load_dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
+
+
+def iter_panels(panels: list[dict]):
+    for p in panels:
+        yield p
+        yield from iter_panels(p.get("panels", []))  # collapsed rows hold their panels
+
+
+def dashboard_queries() -> list[tuple[str, str, str, str]]:
+    """(dashboard uid, panel title, refId, expr) for every panel target and every
+    Prometheus annotation query of every dashboard."""
+    out = []
+    for dash in load_dashboards().values():
+        for panel in iter_panels(dash["panels"]):
+            for t in panel.get("targets", []):
+                out.append((dash["uid"], panel["title"], t["refId"], t["expr"]))
+        for ann in dash["annotations"]["list"]:
+            if "expr" in ann:
+                out.append((dash["uid"], f"annotation: {ann['name']}", "-", ann["expr"]))
+    return out
+
+
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "${__rate_interval}": "1m",
+    "$__interval": "15s",
+    "${__interval}": "15s",
+    "$__range": "1h",
+    "${__range}": "1h",
+    "$__range_s": "3600",
+}
+
+
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    """Expand Grafana's built-in and the dashboards' template variables in a query."""
+    values = dict(GRAFANA_VARIABLES)
+    for name, value in variables.items():
+        values[f"${{{name}}}"] = value
+        values[f"${name}"] = value
+    for key in sorted(values, key=len, reverse=True):  # $__range_s before $__range
+        expr = expr.replace(key, values[key])
+    left = re.findall(r"\$\{?\w+", expr)
+    assert not left, f"unexpanded variables {left} in {expr}"
+    return expr

@@ -1,0 +1,107 @@
+"""Model performance from delayed labels (the labels topic).
+
+Predictions are remembered by request id until their label arrives, and labels
+that arrive first (a backlog being replayed, or partitions read unevenly) wait
+for their prediction; both sides are bounded, the oldest forgotten first. Each join adds one correct/incorrect outcome. The
+first ``window`` outcomes are the reference accuracy; every later window of
+``window`` outcomes is tested against it with a one-sided two-proportion z-test
+(has accuracy dropped?) at the given alpha.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from scipy import stats
+
+from detectors.base import DriftResult
+
+
+class PerformanceTracker:
+    def __init__(self, window: int, alpha: float, max_pending: int):
+        self.window = window
+        self.alpha = alpha
+        self.max_pending = max_pending
+        self.pending: OrderedDict[str, str] = OrderedDict()  # request id -> predicted class
+        self.early_labels: OrderedDict[str, str] = OrderedDict()  # request id -> true label
+        self.matched = 0
+        self.unmatched = 0  # labels evicted before their prediction came
+        self.forgotten = 0  # predictions evicted before their label came
+        self.reference_accuracy: float | None = None
+        self._outcomes: list[bool] = []  # current (reference or test) window
+        self._recent = np.zeros(window, dtype=bool)  # ring of the last `window` outcomes
+        self._recent_filled = 0
+        self._recent_next = 0
+        self._z_threshold = float(stats.norm.isf(alpha))
+
+    def remember(self, request_ids: np.ndarray, predicted: np.ndarray) -> list[DriftResult]:
+        """Keep predictions until their labels come; join labels that came first."""
+        results = []
+        for request_id, label in zip(request_ids, predicted):
+            if request_id is None or label is None:
+                continue
+            truth = self.early_labels.pop(request_id, None) if self.early_labels else None
+            if truth is None:
+                self.pending[request_id] = label
+            else:
+                results.extend(self._outcome(label == truth))
+        self.forgotten += _trim(self.pending, self.max_pending)
+        return results
+
+    def join(self, labels: list[tuple[str, str]]) -> list[DriftResult]:
+        """Join ``(request_id, true_label)`` pairs; return a result per completed window."""
+        results = []
+        for request_id, truth in labels:
+            predicted = self.pending.pop(request_id, None)
+            if predicted is None:
+                self.early_labels[request_id] = truth
+            else:
+                results.extend(self._outcome(predicted == truth))
+        self.unmatched += _trim(self.early_labels, self.max_pending)
+        return results
+
+    def _outcome(self, correct: bool) -> list[DriftResult]:
+        self.matched += 1
+        self._recent[self._recent_next] = correct
+        self._recent_next = (self._recent_next + 1) % self.window
+        self._recent_filled = min(self.window, self._recent_filled + 1)
+        self._outcomes.append(correct)
+        if len(self._outcomes) < self.window:
+            return []
+        result = self._close_window()
+        return [] if result is None else [result]
+
+    def _close_window(self) -> DriftResult | None:
+        accuracy = float(np.mean(self._outcomes))
+        self._outcomes = []
+        if self.reference_accuracy is None:
+            self.reference_accuracy = accuracy
+            return None
+        p0, n = self.reference_accuracy, self.window
+        pooled = (p0 + accuracy) / 2
+        se = np.sqrt(max(pooled * (1 - pooled), 1e-12) * 2 / n)
+        z = float((p0 - accuracy) / se)
+        return DriftResult(
+            statistic=z,
+            threshold=self._z_threshold,
+            detected=z > self._z_threshold,
+            n_seen=self.matched,
+            p_value=float(stats.norm.sf(z)),
+            detail=f"accuracy {accuracy:.1%} over the last {n} labelled records vs {p0:.1%} in the reference",
+            extra={"accuracy": accuracy, "reference_accuracy": p0},
+        )
+
+    def accuracy(self) -> float | None:
+        """Accuracy over the last ``window`` labelled records (None before any)."""
+        if self._recent_filled == 0:
+            return None
+        return float(self._recent[: self._recent_filled].mean())
+
+
+def _trim(entries: OrderedDict, limit: int) -> int:
+    """Drop the oldest entries over ``limit``; return how many were dropped."""
+    dropped = max(0, len(entries) - limit)
+    for _ in range(dropped):
+        entries.popitem(last=False)
+    return dropped
