@@ -43,6 +43,7 @@ from detectors.window import (
     categorical_missing,
     fmt_p,
     fmt_share,
+    row_sum,
 )
 
 
@@ -280,10 +281,10 @@ class ChiSquareDrift(WindowedTwoSampleDetector):
                 terms = np.where(ref > 0, ref * np.log(ref / e_ref), 0.0) + np.where(
                     obs > 0, obs * np.log(obs / e_win), 0.0
                 )
-            stat = 2.0 * np.where(used, terms, 0.0).sum(axis=1)
+            stat = 2.0 * row_sum(np.where(used, terms, 0.0))
         else:
             terms = (ref - e_ref) ** 2 / e_ref + (obs - e_win) ** 2 / e_win
-            stat = np.where(used, terms, 0.0).sum(axis=1)
+            stat = row_sum(np.where(used, terms, 0.0))
         stat = np.maximum(stat, 0.0)  # G can be -1e-13 from rounding
         dof = used.sum(axis=1) - 1
         ok = dof >= 1

@@ -42,8 +42,10 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     p, q = np.broadcast_arrays(np.asarray(p, float), np.asarray(q, float))
     m = (p + q) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        kp = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=-1)
-        kq = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=-1)
+        # In-order sums (see window.row_sum): results must not depend on
+        # how many windows are stacked.
+        kp = np.cumsum(np.where(p > 0, p * np.log2(p / m), 0.0), axis=-1)[..., -1]
+        kq = np.cumsum(np.where(q > 0, q * np.log2(q / m), 0.0), axis=-1)[..., -1]
     return np.maximum((kp + kq) / 2, 0.0)
 
 

@@ -59,7 +59,11 @@ from detectors.base import Detector, DriftResult
 
 
 class _Windowed(Detector):
-    """Reference first, then non-overlapping windows; subclasses fit and score."""
+    """Reference first, then non-overlapping windows; subclasses fit and score.
+
+    A window is kept as sufficient statistics (``self._acc``, plain numbers),
+    not as the values themselves: O(1) memory and state per detector.
+    """
 
     def __init__(self, n_reference: int = 2000, window: int = 500, alpha: float = 1e-3):
         self.n_reference = int(n_reference)
@@ -67,8 +71,9 @@ class _Windowed(Detector):
         self.alpha = float(alpha)
         self.n_seen = 0
         self.calibrated = False
-        self._ref: list = []     # reference buffer until calibration
-        self._win: list = []     # current window buffer
+        self._ref: list = []     # reference buffer until calibration (one-off)
+        self._win_n = 0          # values in the current window
+        self._acc = self._empty()
         self.n_windows = 0
 
     def _prepare(self, values: np.ndarray) -> np.ndarray:
@@ -90,27 +95,30 @@ class _Windowed(Detector):
         best: DriftResult | None = None
         i = start
         while i < n:
-            take = min(n - i, self.window - len(self._win))
-            self._win.extend(values[i:i + take].tolist())
+            take = min(n - i, self.window - self._win_n)
+            self._accumulate(values[i:i + take])
+            self._win_n += take
             self.n_seen += take
             i += take
-            if len(self._win) >= self.window:
-                r = self._score(self._win)
+            if self._win_n >= self.window:
+                r = self._score()
                 self.n_windows += 1
-                self._win = []
-                # several windows in one batch: report the detected (or last) one
+                self._win_n, self._acc = 0, self._empty()
+                # several windows in one batch: report the last detected one, else the last
                 if best is None or r.detected or not best.detected:
                     best = r
         return best
 
     def _base_state(self) -> dict[str, Any]:
-        return {"name": self.name, "n_reference": self.n_reference, "window": self.window, "alpha": self.alpha,
-                "n_seen": self.n_seen, "calibrated": self.calibrated, "ref": list(self._ref),
-                "win": list(self._win), "n_windows": self.n_windows}
+        return {"name": self.name, "n_reference": self.n_reference, "window": self.window,
+                "alpha": self.alpha, "n_seen": self.n_seen, "calibrated": self.calibrated,
+                "ref": list(self._ref), "win_n": self._win_n, "acc": self._acc,
+                "n_windows": self.n_windows}
 
     def _load_base(self, s: dict[str, Any]) -> None:
         self.n_seen, self.calibrated = int(s["n_seen"]), bool(s["calibrated"])
-        self._ref, self._win, self.n_windows = list(s["ref"]), list(s["win"]), int(s["n_windows"])
+        self._ref, self._win_n, self.n_windows = list(s["ref"]), int(s["win_n"]), int(s["n_windows"])
+        self._acc = s["acc"]
 
 
 class ClassConcentration(_Windowed):
@@ -130,6 +138,7 @@ class ClassConcentration(_Windowed):
                  min_increase: float = 0.2):
         super().__init__(n_reference, window, alpha)
         self.min_increase = float(min_increase)
+        self._cache: dict[tuple[int, float], float] = {}   # derived, not state
         self.ref_counts: dict[str, int] = {}
         self.n_ref = 0
 
@@ -137,38 +146,59 @@ class ClassConcentration(_Windowed):
         return np.asarray(values, dtype=object)
 
     @staticmethod
-    def _labels(values: list) -> np.ndarray:
-        arr = np.array(values, dtype=object)
+    def _labels(values) -> np.ndarray:
+        arr = np.asarray(values, dtype=object)
         return arr[arr != None].astype(str)  # noqa: E711 - elementwise
+
+    def _empty(self):
+        return {}
+
+    def _accumulate(self, chunk) -> None:
+        vals, cnt = np.unique(self._labels(chunk), return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):     # distinct labels only
+            self._acc[v] = self._acc.get(v, 0) + c
 
     def _fit(self, ref: list) -> None:
         vals, cnt = np.unique(self._labels(ref), return_counts=True)
         self.ref_counts = {str(v): int(c) for v, c in zip(vals, cnt)}
         self.n_ref = int(cnt.sum())
 
-    def _score(self, win: list) -> DriftResult:
-        w_vals = self._labels(win)
-        w = max(len(w_vals), 1)
-        vals, cnt = np.unique(w_vals, return_counts=True)
+    def _limits(self, w: int, ref: np.ndarray) -> np.ndarray:
+        """Share limits for classes with these reference counts in a window of ``w``.
+
+        ``betabinom.isf`` is a search (milliseconds); windows nearly always have
+        the same size, so limits are cached per (w, reference count).
+        """
         K = len(self.ref_counts) + 1
-        ref = np.array([self.ref_counts.get(str(v), 0) for v in vals], dtype=np.float64)
-        a, b = ref + 0.5, (self.n_ref - ref) + 0.5
-        limit_count = betabinom.isf(self.alpha / K, w, a, b)
-        limit = np.maximum(limit_count / w, a / (a + b) + self.min_increase)
-        share = cnt / w
-        if len(vals) == 0:
+        out = np.empty(len(ref))
+        for i, r in enumerate(ref.tolist()):        # distinct classes, not records
+            key = (w, r)
+            if key not in self._cache:
+                a, b = r + 0.5, (self.n_ref - r) + 0.5
+                q = float(betabinom.isf(self.alpha / K, w, a, b))
+                self._cache[key] = max(q / w, a / (a + b) + self.min_increase)
+            out[i] = self._cache[key]
+        return out
+
+    def _score(self) -> DriftResult:
+        if not self._acc:
             return DriftResult(0.0, 1.0, False, self.n_seen)
+        vals = list(self._acc)
+        cnt = np.array([self._acc[v] for v in vals], dtype=np.float64)
+        w = int(cnt.sum())
+        ref = np.array([self.ref_counts.get(v, 0) for v in vals], dtype=np.float64)
+        limit = self._limits(w, ref)
+        share = cnt / w
         j = int(np.argmax(share - limit))
         det = bool(share[j] > limit[j])
-        cls = str(vals[j])
+        cls = vals[j]
         ref_share = float(ref[j] / max(self.n_ref, 1))
         return DriftResult(
             statistic=float(share[j]), threshold=float(limit[j]), detected=det, n_seen=self.n_seen,
-            change_index=self.n_seen - len(win),
+            change_index=self.n_seen - self._win_n,
             detail=(f"Class {cls!r} took {share[j]:.0%} of the last {w} answers vs {ref_share:.0%} "
                     f"in the reference (limit {limit[j]:.0%})."),
-            extra={"class": cls, "share": float(share[j]), "reference_share": ref_share,
-                   "window": int(w)},
+            extra={"class": cls, "share": float(share[j]), "reference_share": ref_share, "window": w},
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -183,21 +213,33 @@ class ClassConcentration(_Windowed):
         return d
 
 
-def _bimodality_coefficient(x: np.ndarray) -> float:
-    """Sarle's sample bimodality coefficient; 5/9 is its value for a uniform."""
-    n = len(x)
-    if n < 4:
-        return 0.0
-    d = x - x.mean()
-    m2 = float(np.mean(d ** 2))
-    if m2 <= 1e-24:
-        return 0.0          # constant scores: one mode by definition
-    g = float(np.mean(d ** 3)) / m2 ** 1.5
-    k = float(np.mean(d ** 4)) / m2 ** 2 - 3.0
-    # small-sample corrected skewness and excess kurtosis (as in SAS / Pfister et al. 2013)
-    G = g * math.sqrt(n * (n - 1)) / (n - 2)
-    K = ((n + 1) * k + 6) * (n - 1) / ((n - 2) * (n - 3))
-    return (G * G + 1) / (K + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+def _power_sums(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``[n, sum x, sum x^2, sum x^3, sum x^4]`` along ``axis`` (last axis of the result)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.stack([np.full(x.shape[:axis] if axis != -1 else x.shape[:-1], float(x.shape[axis])),
+                     x.sum(axis), (x ** 2).sum(axis), (x ** 3).sum(axis), (x ** 4).sum(axis)], axis=-1)
+
+
+def _bc_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Sarle's sample bimodality coefficient from power sums; 5/9 for a uniform.
+
+    Constant or tiny samples give 0 (one mode by definition).  Scores live in
+    [0, 1], so the raw-moment formulas lose nothing that matters in float64.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    n, s1, s2, s3, s4 = (sums[..., i] for i in range(5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = s1 / n
+        m2 = s2 / n - mu ** 2
+        m3 = s3 / n - 3 * mu * s2 / n + 2 * mu ** 3
+        m4 = s4 / n - 4 * mu * s3 / n + 6 * mu ** 2 * s2 / n - 3 * mu ** 4
+        g = m3 / m2 ** 1.5
+        k = m4 / m2 ** 2 - 3.0
+        # small-sample corrected skewness and excess kurtosis (SAS; Pfister et al. 2013)
+        G = g * np.sqrt(n * (n - 1)) / (n - 2)
+        K = ((n + 1) * k + 6) * (n - 1) / ((n - 2) * (n - 3))
+        bc = (G * G + 1) / (K + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+    return np.where((n >= 4) & (m2 > 1e-12), bc, 0.0)
 
 
 class ConfidenceBimodality(_Windowed):
@@ -224,22 +266,28 @@ class ConfidenceBimodality(_Windowed):
         v = np.asarray(values, dtype=np.float64)
         return v[~np.isnan(v)]
 
+    def _empty(self):
+        return [0.0] * 5
+
+    def _accumulate(self, chunk) -> None:
+        self._acc = (np.asarray(self._acc) + _power_sums(chunk)).tolist()
+
     def _fit(self, ref: list) -> None:
         x = np.asarray(ref, dtype=np.float64)
         rng = np.random.default_rng(self.seed)
-        idx = rng.integers(0, len(x), (self.n_boot, self.window))
-        boot = np.array([_bimodality_coefficient(x[i]) for i in idx])
-        self.ref_bc = _bimodality_coefficient(x)
+        boot = _bc_from_sums(_power_sums(x[rng.integers(0, len(x), (self.n_boot, self.window))]))
+        self.ref_bc = float(_bc_from_sums(_power_sums(x)))
         self.threshold = float(max(boot.mean() + norm.isf(self.alpha) * boot.std(ddof=1), 5 / 9))
 
-    def _score(self, win: list) -> DriftResult:
-        bc = _bimodality_coefficient(np.asarray(win, dtype=np.float64))
+    def _score(self) -> DriftResult:
+        bc = float(_bc_from_sums(np.asarray(self._acc)))
+        w = int(self._acc[0])
         return DriftResult(
-            statistic=float(bc), threshold=self.threshold, detected=bool(bc > self.threshold),
-            n_seen=self.n_seen, change_index=self.n_seen - len(win),
-            detail=(f"Score bimodality coefficient {bc:.3f} over the last {len(win)} answers vs "
+            statistic=bc, threshold=self.threshold, detected=bool(bc > self.threshold),
+            n_seen=self.n_seen, change_index=self.n_seen - self._win_n,
+            detail=(f"Score bimodality coefficient {bc:.3f} over the last {w} answers vs "
                     f"{self.ref_bc:.3f} in the reference (limit {self.threshold:.3f})."),
-            extra={"reference_bc": self.ref_bc, "window": len(win)},
+            extra={"reference_bc": self.ref_bc, "window": w},
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -286,21 +334,28 @@ class EntropyCollapse(_Windowed):
         with np.errstate(divide="ignore", invalid="ignore"):
             return -np.where(P > 0, P * np.log2(P), 0.0).sum(axis=1)   # one entropy per record
 
+    def _empty(self):
+        return [0.0, 0.0]
+
+    def _accumulate(self, chunk) -> None:
+        self._acc = [self._acc[0] + len(chunk), self._acc[1] + float(np.sum(chunk))]
+
     def _fit(self, ref: list) -> None:
         h = np.asarray(ref, dtype=np.float64)
         self.ref_mean, self.ref_sd, self.n_ref = float(h.mean()), float(h.std(ddof=1)), len(h)
 
-    def _score(self, win: list) -> DriftResult:
-        m = float(np.mean(win))
+    def _score(self) -> DriftResult:
+        w = int(self._acc[0])
+        m = self._acc[1] / max(w, 1)
         drop = self.ref_mean - m
-        thr = max(norm.isf(self.alpha) * self.ref_sd * math.sqrt(1 / len(win) + 1 / max(self.n_ref, 1)),
+        thr = max(norm.isf(self.alpha) * self.ref_sd * math.sqrt(1 / max(w, 1) + 1 / max(self.n_ref, 1)),
                   self.min_relative_drop * self.ref_mean)
         return DriftResult(
             statistic=float(drop), threshold=float(thr), detected=bool(drop > thr),
-            n_seen=self.n_seen, change_index=self.n_seen - len(win),
-            detail=(f"Mean predictive entropy fell to {m:.3f} bits over the last {len(win)} answers "
+            n_seen=self.n_seen, change_index=self.n_seen - self._win_n,
+            detail=(f"Mean predictive entropy fell to {m:.3f} bits over the last {w} answers "
                     f"from {self.ref_mean:.3f} in the reference (allowed drop {thr:.3f})."),
-            extra={"reference_entropy_bits": self.ref_mean, "window_entropy_bits": m, "window": len(win)},
+            extra={"reference_entropy_bits": self.ref_mean, "window_entropy_bits": m, "window": w},
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import NumericWindowDetector, bin_counts, fmt_p
+from detectors.window import NumericWindowDetector, bin_counts, fmt_p, row_sum
 
 
 class PSIDrift(NumericWindowDetector):
@@ -93,7 +93,7 @@ class PSIDrift(NumericWindowDetector):
     def _test(self, windows: np.ndarray):
         w = np.maximum(bin_counts(windows, self._edges) / windows.shape[1], self.eps)
         r = np.maximum(self._ref_counts / self._ref_n, self.eps)[None, :]
-        psi = ((w - r) * np.log(w / r)).sum(axis=1)
+        psi = row_sum((w - r) * np.log(w / r))
         return psi, np.full(len(psi), self.threshold), lambda i: self._p_value(psi[i])
 
     def _p_value(self, psi):

@@ -26,6 +26,8 @@ from detectors.base import Detector
 from detectors.chi_square import ChiSquareDrift, GTestDrift
 from detectors.jensen_shannon import JensenShannonDrift
 from detectors.ks import KSDrift
+from detectors.mmd import MMDDriftOnline
+from detectors.pca_reconstruction import PCAReconstructionDrift
 from detectors.psi import PSIDrift
 from detectors.wasserstein import WassersteinDrift
 
@@ -42,6 +44,8 @@ CATEGORICAL_DETECTORS: dict[str, type[Detector]] = {
 }
 
 MULTIVARIATE_DETECTORS: dict[str, type[Detector]] = {
+    "mmd": MMDDriftOnline,
+    "pca_reconstruction": PCAReconstructionDrift,
 }
 
 ALL_DETECTORS: dict[str, type[Detector]] = {

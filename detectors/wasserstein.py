@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.window import NumericWindowDetector, fmt_p
+from detectors.window import NumericWindowDetector, fmt_p, row_sum
 
 
 def _grid(n: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,10 +106,7 @@ class WassersteinDrift(NumericWindowDetector):
     def _test(self, windows: np.ndarray):
         s = np.sort(windows, axis=1)
         terms = np.abs(s[:, self._iw] - self._rq) * self._du
-        # A sequential sum (cumsum), not numpy's pairwise one: the pairwise
-        # blocking depends on the array's shape, and a window's statistic
-        # must not depend on how many windows its batch completed.
-        w1 = np.cumsum(terms, axis=1)[:, -1] / self._scale
+        w1 = row_sum(terms) / self._scale  # in-order: see window.row_sum
         return w1, np.full(len(w1), self.threshold), lambda i: self._p_value(w1[i])
 
     def _p_value(self, w1):

@@ -340,6 +340,13 @@ def describe_bin(edges: np.ndarray, i: int) -> str:
     return f"values in ({fmt(edges[i - 1])}, {fmt(edges[i])}]"
 
 
+def row_sum(x: np.ndarray) -> np.ndarray:
+    """Sum along axis 1, in order. numpy's pairwise ``sum`` blocks depend on
+    the array's shape, so a window's statistic could change in the last bit
+    with the number of windows in its batch; results must not."""
+    return np.cumsum(x, axis=1)[:, -1] if x.shape[1] else np.zeros(x.shape[0])
+
+
 def bin_counts(windows: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts per bin for each row of a ``(k, W)`` stack: ``(k, len(edges)+1)``."""
     k = windows.shape[0]
@@ -487,6 +494,7 @@ __all__ = [
     "quantile_bins",
     "describe_bin",
     "bin_counts",
+    "row_sum",
     "categorical_missing",
     "as_str",
     "OTHER",

@@ -62,7 +62,6 @@ class _State:
     clears: int = 0
     since: float = 0.0
     since_record: int | None = None
-    first: Finding | None = None
     examples: list[str] = field(default_factory=list)
 
 
@@ -104,7 +103,6 @@ class AlertBook:
                 state.status = "pending"
                 state.since = finding.event_time
                 state.since_record = finding.since_record
-                state.first = finding
                 state.examples = []
             if len(state.examples) < self.max_examples:
                 state.examples.extend(finding.example_request_ids[: self.max_examples - len(state.examples)])
@@ -142,6 +140,19 @@ class AlertBook:
             detail=result.detail,
             at=_iso(finding.event_time),
         )
+
+    def state_dict(self, model: str) -> list:
+        """One model's alert states, plain data (for checkpoints)."""
+        return [[alert, feature, asdict(state)] for (m, alert, feature), state in self.states.items() if m == model]
+
+    def load_state(self, model: str, states: list) -> None:
+        for alert, feature, state in states:
+            self.states[(model, alert, feature)] = _State(**state)
+
+    def forget(self, model: str) -> None:
+        """Drop a model's alerts (its partition moved to another daemon)."""
+        for key in [k for k in self.states if k[0] == model]:
+            del self.states[key]
 
     def firing(self) -> dict[tuple[str, str, str], int]:
         """(model, alert, severity) -> 1 if any subject of it is firing, else 0,

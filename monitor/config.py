@@ -24,17 +24,28 @@ class KafkaSettings(_Section):
     group_id: str = "infersight"
     dead_letter_topic: str | None = Field(None, description="default: <topic>.dlq")
     alerts_topic: str | None = Field(None, description="default: <topic>.alerts")
+    state_topic: str | None = Field(None, description="compacted checkpoint topic; default: <topic>.state")
+    checkpoint_interval_seconds: float = Field(
+        10.0, gt=0, description="how often model state is checkpointed and offsets committed"
+    )
     labels_topic: str | None = Field(
         None, description="delayed ground truth to join by request_id; unset = no performance tracking"
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(5000, gt=0, le=100_000)
     poll_timeout_ms: int = Field(500, gt=0, le=60_000)
+    session_timeout_ms: int = Field(
+        45_000, ge=6000, le=300_000, description="how long a dead daemon keeps its partitions before others take them"
+    )
     lag_interval_seconds: float = Field(5.0, gt=0, description="how often consumer lag is measured")
 
     @property
     def dlq_topic(self) -> str:
         return self.dead_letter_topic or f"{self.topic}.dlq"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return self.state_topic or f"{self.topic}.state"
 
     @property
     def alert_topic(self) -> str:

@@ -1,14 +1,21 @@
 """The Kafka daemon (``infersight run``): source and sinks around the pipeline.
 
 Loop: poll a batch -> ``Pipeline.process`` -> dead-letter the rejects and
-publish alert events (flushed) -> commit offsets. Offsets are committed only
-after the batch is processed and its side effects are acknowledged, so a crash
-re-delivers (at least once) rather than loses records.
+publish alert events (flushed) -> every ``checkpoint_interval_seconds``:
+checkpoint model state with the offsets it reflects, then commit those offsets
+(see :mod:`monitor.checkpoint`). Offsets are never committed ahead of the
+state, so a crash replays records into the state that had not seen them:
+nothing lost, nothing counted twice. Dead letters and alerts are at least once.
+
+Rebalances: partitions taken away drop their models from memory (their new
+owner restores them from the checkpoint); partitions given restore theirs
+before any of their records is processed.
 
 SIGTERM/SIGINT set a flag checked between batches: the batch in hand is
-finished and committed, then the consumer leaves the group and the process
-exits 0. An unreachable broker at start is retried with capped exponential
-backoff, one log line per attempt, and shown as ``infersight_kafka_connected 0``.
+finished, checkpointed and committed, then the consumer leaves the group and
+the process exits 0. An unreachable broker at start is retried with capped
+exponential backoff, one log line per attempt, and shown as
+``infersight_kafka_connected 0``.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ import threading
 import time
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
 
+from monitor.checkpoint import MAX_STATE_BYTES, CheckpointStore
 from monitor.config import Settings
 from monitor.metrics import RuntimeStatus
 from monitor.pipeline import BatchOutcome, Pipeline
@@ -33,6 +43,31 @@ BACKOFF_START_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 
 
+class _RebalanceRecorder(ConsumerRebalanceListener):
+    """Notes partition changes; the main loop acts on them after ``poll``
+    (the callbacks run on the client's IO loop, where blocking is not allowed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.revoked: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked):
+        with self.lock:
+            self.revoked.update(revoked)
+            self.assigned.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        with self.lock:
+            self.assigned.update(assigned)
+
+    def take(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        with self.lock:
+            revoked, assigned = self.revoked, self.assigned
+            self.revoked, self.assigned = set(), set()
+        return revoked, assigned
+
+
 class Daemon:
     def __init__(self, settings: Settings, pipeline: Pipeline, runtime: RuntimeStatus):
         self.settings = settings
@@ -41,7 +76,12 @@ class Daemon:
         self.stopping = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
+        self.checkpoints: CheckpointStore | None = None
+        self.rebalances = _RebalanceRecorder()
+        # (partition, key) -> offset: records a restored state already reflects
+        self.skip_until: dict[tuple[int, bytes], int] = {}
         self._next_lag_check = 0.0
+        self._next_checkpoint = time.monotonic() + settings.kafka.checkpoint_interval_seconds
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):
@@ -67,6 +107,8 @@ class Daemon:
                     enable_auto_commit=False,
                     auto_offset_reset=kafka.auto_offset_reset,
                     max_poll_records=kafka.max_poll_records,
+                    session_timeout_ms=kafka.session_timeout_ms,
+                    heartbeat_interval_ms=kafka.session_timeout_ms // 3,
                     bootstrap_timeout_ms=5000,
                 )
                 producer = KafkaProducer(
@@ -74,8 +116,12 @@ class Daemon:
                     client_id="infersight",
                     acks="all",
                     linger_ms=20,
+                    compression_type="gzip",  # checkpoints are repetitive JSON
+                    max_request_size=MAX_STATE_BYTES,
                     bootstrap_timeout_ms=5000,
                 )
+                checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.checkpoint_topic, producer)
+                checkpoints.ensure_topic()
             except KafkaError as exc:
                 self.runtime.kafka_connected = False
                 log.warning(
@@ -87,16 +133,18 @@ class Daemon:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
                 continue
-            consumer.subscribe([kafka.topic] + ([kafka.labels_topic] if kafka.labels_topic else []))
-            self.consumer, self.producer = consumer, producer
+            topics = [kafka.topic] + ([kafka.labels_topic] if kafka.labels_topic else [])
+            consumer.subscribe(topics, listener=self.rebalances)
+            self.consumer, self.producer, self.checkpoints = consumer, producer, checkpoints
             self.runtime.kafka_connected = True
             log.info(
-                "connected to %s; consuming %s as group %s (dead letters -> %s, alerts -> %s)",
+                "connected to %s; consuming %s as group %s (dead letters -> %s, alerts -> %s, state -> %s)",
                 kafka.bootstrap_servers,
-                kafka.topic,
+                ", ".join(topics),
                 kafka.group_id,
                 kafka.dlq_topic,
                 kafka.alert_topic,
+                kafka.checkpoint_topic,
             )
             return True
         return False
@@ -106,36 +154,63 @@ class Daemon:
     def run(self) -> int:
         if not self.connect():
             return 0
-        assert self.consumer is not None and self.producer is not None
         kafka = self.settings.kafka
         try:
             while not self.stopping.is_set():
                 try:
                     polled = self.consumer.poll(timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_poll_records)
+                    self._apply_rebalance()
                     if polled:
                         self._handle(polled)
+                    if time.monotonic() >= self._next_checkpoint:
+                        self._checkpoint_and_commit()
                     self._maybe_measure_lag()
                 except KafkaError as exc:
-                    # The client reconnects by itself; say so once per failure
-                    # and keep the uncommitted batch for redelivery.
+                    # The client reconnects by itself; say so once per failure.
+                    # Uncommitted records are redelivered from the last checkpoint.
                     self.runtime.kafka_connected = False
                     log.warning("Kafka error (%s: %s); will retry", type(exc).__name__, exc)
                     self.stopping.wait(BACKOFF_START_SECONDS)
+            self._checkpoint_and_commit()
         finally:
             self._close()
         return 0
+
+    def _apply_rebalance(self) -> None:
+        revoked, assigned = self.rebalances.take()
+        topic = self.settings.kafka.topic
+        lost = {tp.partition for tp in revoked if tp.topic == topic}
+        if lost:
+            gone = self.pipeline.forget_partitions(lost)
+            self.skip_until = {k: v for k, v in self.skip_until.items() if k[0] not in lost}
+            log.info("partitions %s revoked: %d models handed over", sorted(lost), len(gone))
+        gained = {tp.partition for tp in assigned if tp.topic == topic}
+        if not gained:
+            return
+        restored = self.checkpoints.load(gained)
+        for model_id, checkpoint in restored.items():
+            self.pipeline.restore(model_id, checkpoint)
+            committed = self.consumer.committed(TopicPartition(topic, checkpoint["partition"]))
+            if committed is not None and checkpoint["offset"] > committed:
+                # died between checkpoint and commit: this state is ahead
+                self.skip_until[(checkpoint["partition"], model_id.encode())] = checkpoint["offset"]
+        log.info("partitions %s assigned: restored %d models from %s", sorted(gained), len(restored),
+                 self.settings.kafka.checkpoint_topic)
 
     def _handle(self, polled: dict) -> None:
         labels_topic = self.settings.kafka.labels_topic
         messages, label_messages = [], []
         for tp, partition_messages in polled.items():
             (label_messages if tp.topic == labels_topic else messages).extend(partition_messages)
+        if self.skip_until:
+            messages = [m for m in messages if m.offset >= self.skip_until.get((m.partition, m.key), 0)]
         raws = [m.value if m.value is not None else b"" for m in messages]
         timestamps = [m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else time.time() for m in messages]
         label_raws = [m.value if m.value is not None else b"" for m in label_messages]
-        outcome = self.pipeline.process(raws, default_timestamps=timestamps, label_raws=label_raws)
+        outcome = self.pipeline.process(
+            raws, default_timestamps=timestamps, label_raws=label_raws, partitions=[m.partition for m in messages]
+        )
         self._publish(outcome, messages, label_messages)
-        self.consumer.commit()
         self.runtime.kafka_connected = True
         log.debug("batch: %d records, %d rejected, %.1f ms", outcome.n_records, len(outcome.rejects), outcome.seconds * 1e3)
 
@@ -147,10 +222,28 @@ class Daemon:
             self.producer.send(kafka.dlq_topic, value=reject.raw, key=message.key, headers=_dlq_headers(reject, message))
         for event in outcome.events:
             self.producer.send(kafka.alert_topic, value=orjson.dumps(event.to_dict()), key=event.model.encode())
-        if dead or outcome.events:
-            # Dead letters and alerts must be durable before the offsets that
-            # produced them are committed.
-            self.producer.flush(timeout=30)
+        # Dead letters and alerts are flushed with the next checkpoint, before
+        # the offsets that produced them are committed.
+
+    def _checkpoint_and_commit(self) -> None:
+        """Write every model's state with the offsets it reflects, then commit them."""
+        self._next_checkpoint = time.monotonic() + self.settings.kafka.checkpoint_interval_seconds
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        offsets = {tp: self.consumer.position(tp) for tp in assigned}
+        topic = self.settings.kafka.topic
+        entries = self.pipeline.checkpoint()
+        for checkpoint in entries.values():
+            checkpoint["offset"] = offsets.get(TopicPartition(topic, checkpoint["partition"]))
+        self.checkpoints.save(entries)  # flushes dead letters and alerts too
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+        except CommitFailedError as exc:
+            # A rebalance took the partitions; their new owner resumes from the
+            # previous commit and the matching checkpoint.
+            log.warning("commit refused (%s); the partitions' new owner replays from the last commit", exc)
+        self.skip_until = {k: v for k, v in self.skip_until.items() if offsets.get(TopicPartition(topic, k[0]), 0) < v}
 
     def _maybe_measure_lag(self) -> None:
         now = time.monotonic()
@@ -190,4 +283,3 @@ def _dlq_headers(reject: Reject, message) -> list[tuple[str, bytes]]:
         ("infersight.detail", reject.detail.encode()[:1000]),
         ("infersight.source", f"{message.topic}/{message.partition}/{message.offset}".encode()),
     ]
-

@@ -15,7 +15,7 @@ the Prometheus collector to read at scrape time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
 from detectors.chi_square import ChiSquareDrift
 from detectors.ks import KSDrift
-from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS, detector_from_state
 from monitor.batch import ModelBatch
 from monitor.config import LimitSettings, PolicySettings
 from monitor.performance import PerformanceTracker
@@ -97,6 +97,36 @@ class _ReferenceBuffer:
     def column(self, name: str) -> np.ndarray:
         convert = _as_numeric if self.kinds[name] == "numeric" else _as_categorical
         return np.concatenate([convert(p) for p in self.parts[name]])
+
+    def state_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "kinds": self.kinds,
+            "parts": {name: [_column_state(p) for p in parts] for name, parts in self.parts.items()},
+            "outputs": {key: [_column_state(p) for p in parts] for key, parts in self.outputs.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> _ReferenceBuffer:
+        buffer = cls()
+        buffer.n = state["n"]
+        buffer.kinds = dict(state["kinds"])
+        buffer.parts = {name: [_column_from_state(p) for p in parts] for name, parts in state["parts"].items()}
+        buffer.outputs = {key: [_column_from_state(p) for p in parts] for key, parts in state["outputs"].items()}
+        return buffer
+
+
+def _column_state(column: np.ndarray) -> dict:
+    # float columns keep NaN (the checkpoint codec writes it); object columns keep None
+    return {"kind": "f" if column.dtype == np.float64 else "o", "values": column.tolist()}
+
+
+def _column_from_state(state: dict) -> np.ndarray:
+    if state["kind"] == "f":
+        return np.array(state["values"], dtype=np.float64)
+    out = np.empty(len(state["values"]), dtype=object)
+    out[:] = state["values"]
+    return out
 
 
 def _entropy(batch: ModelBatch) -> np.ndarray:
@@ -267,6 +297,49 @@ class ModelMonitor:
 
     def _performance_findings(self, results: list[DriftResult], event_time: float) -> list[Finding]:
         return [Finding(self.model_id, PERFORMANCE_DEGRADED, "", "accuracy", r, [], event_time) for r in results]
+
+    # -- checkpoints --------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume this model exactly, as plain data."""
+        return {
+            "version": 1,
+            "model_id": self.model_id,
+            "records_seen": self.records_seen,
+            "last_event_time": self.last_event_time,
+            "reference": None if self._reference is None else self._reference.state_dict(),
+            "kinds": self.kinds,
+            "alpha": self.alpha,
+            "ignored_features": sorted(self.ignored_features),
+            "detectors": [[name, feature, d.state_dict()] for (name, feature), d in self.detectors.items()],
+            "latest": [[name, feature, asdict(r)] for (name, feature), r in self.latest.items()],
+            "recent_classes": _column_state(self._recent_classes[: self._recent_filled]),
+            "recent_next": self._recent_next,
+            "performance": None if self.performance is None else self.performance.state_dict(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, policy: PolicySettings, limits: LimitSettings) -> ModelMonitor:
+        if state.get("version") != 1:
+            raise ValueError(f"unsupported model state version {state.get('version')!r}")
+        monitor = cls(state["model_id"], policy, limits, track_labels=state["performance"] is not None)
+        monitor.records_seen = state["records_seen"]
+        monitor.last_event_time = state["last_event_time"]
+        monitor._reference = None if state["reference"] is None else _ReferenceBuffer.from_state(state["reference"])
+        monitor.kinds = dict(state["kinds"])
+        monitor.alpha = state["alpha"]
+        monitor.ignored_features = set(state["ignored_features"])
+        monitor.detectors = {(n, f): detector_from_state(d) for n, f, d in state["detectors"]}
+        monitor.latest = {
+            (n, f): DriftResult(**{**r, "examples": tuple(r["examples"])}) for n, f, r in state["latest"]
+        }
+        recent = _column_from_state(state["recent_classes"])[-len(monitor._recent_classes) :]
+        monitor._recent_classes[: len(recent)] = recent
+        monitor._recent_filled = len(recent)
+        monitor._recent_next = state["recent_next"] % len(monitor._recent_classes)
+        if state["performance"] is not None:
+            monitor.performance = PerformanceTracker.from_state(state["performance"])
+        return monitor
 
     # -- prediction mix -----------------------------------------------------
 

@@ -92,6 +92,34 @@ class PerformanceTracker:
             extra={"accuracy": accuracy, "reference_accuracy": p0},
         )
 
+    def state_dict(self) -> dict:
+        return {
+            "window": self.window,
+            "alpha": self.alpha,
+            "max_pending": self.max_pending,
+            "pending": list(self.pending.items()),
+            "early_labels": list(self.early_labels.items()),
+            "counts": [self.matched, self.unmatched, self.forgotten],
+            "reference_accuracy": self.reference_accuracy,
+            "outcomes": [bool(x) for x in self._outcomes],
+            "recent": self._recent.tolist(),
+            "recent_filled": self._recent_filled,
+            "recent_next": self._recent_next,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> PerformanceTracker:
+        tracker = cls(state["window"], state["alpha"], state["max_pending"])
+        tracker.pending = OrderedDict(map(tuple, state["pending"]))
+        tracker.early_labels = OrderedDict(map(tuple, state["early_labels"]))
+        tracker.matched, tracker.unmatched, tracker.forgotten = state["counts"]
+        tracker.reference_accuracy = state["reference_accuracy"]
+        tracker._outcomes = list(state["outcomes"])
+        tracker._recent = np.array(state["recent"], dtype=bool)
+        tracker._recent_filled = state["recent_filled"]
+        tracker._recent_next = state["recent_next"]
+        return tracker
+
     def accuracy(self) -> float | None:
         """Accuracy over the last ``window`` labelled records (None before any)."""
         if self._recent_filled == 0:

@@ -45,14 +45,22 @@ class Pipeline:
         self.records_total: Counter[str] = Counter()  # per model
         self.rejected_total: Counter[str] = Counter()  # per reason
         self.labels_unknown_model = 0  # labels for models this daemon has not seen
+        self.model_partition: dict[str, int] = {}  # partition each model's records come from
         self.batch_duration = DurationHistogram()
         # Scrapes run on the HTTP server's thread; they read what process() writes.
         self.lock = threading.Lock()
 
     def process(
-        self, raws: list[bytes], default_timestamps: list[float] | None = None, label_raws: list[bytes] = ()
+        self,
+        raws: list[bytes],
+        default_timestamps: list[float] | None = None,
+        label_raws: list[bytes] = (),
+        partitions: list[int] | None = None,
     ) -> BatchOutcome:
-        """Run one batch of inference records (and label messages, if any)."""
+        """Run one batch of inference records (and label messages, if any).
+
+        ``partitions[i]`` is the Kafka partition of ``raws[i]``; it tells the
+        checkpointer which partition each model's state belongs to."""
         started = time.perf_counter()
         limits = self.settings.limits
         records, indices, rejects = decode_batch(
@@ -64,6 +72,10 @@ class Pipeline:
         labels, label_rejects = decode_label_batch(list(label_raws), max_record_bytes=limits.max_record_bytes)
         with self.lock:
             groups = group_by_model(records)
+            if partitions is not None:
+                last_index = {record.model_id: i for record, i in zip(records, indices)}
+                for model_id, i in last_index.items():
+                    self.model_partition[model_id] = partitions[i]
             findings = []
             refused = self._refuse_new_models(groups, records, indices, raws)
             rejects.extend(refused)
@@ -116,6 +128,38 @@ class Pipeline:
             if record.model_id in refused_models
         ]
 
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, dict]:
+        """Every model's state with the partition it belongs to."""
+        with self.lock:
+            return {
+                model_id: {
+                    "partition": self.model_partition.get(model_id, -1),
+                    "model": monitor.state_dict(),
+                    "alerts": self.alerts.state_dict(model_id),
+                }
+                for model_id, monitor in self.monitors.items()
+            }
+
+    def restore(self, model_id: str, checkpoint: dict) -> None:
+        monitor = ModelMonitor.from_state(checkpoint["model"], self.settings.policy, self.settings.limits)
+        with self.lock:
+            self.monitors[model_id] = monitor
+            self.model_partition[model_id] = checkpoint["partition"]
+            self.alerts.forget(model_id)
+            self.alerts.load_state(model_id, checkpoint["alerts"])
+
+    def forget_partitions(self, partitions: set[int]) -> list[str]:
+        """Drop the models of partitions this daemon no longer owns."""
+        with self.lock:
+            gone = [m for m, p in self.model_partition.items() if p in partitions]
+            for model_id in gone:
+                self.monitors.pop(model_id, None)
+                del self.model_partition[model_id]
+                self.alerts.forget(model_id)
+            return gone
 
     def _join_labels(self, labels) -> list:
         by_model: dict[str, list[tuple[str, str]]] = {}

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 from collections.abc import Iterator
@@ -321,3 +322,45 @@ def malware_stream(
                 "latency_ms": round(float(latency[i]), 3),
                 "tags": tags,
             }
+
+
+# --------------------------------------------------------------------- scenarios
+#: names ``infersight simulate --scenario`` can offer, with what each shows
+SCENARIOS = {
+    "digits-backdoor": "backdoored digits model; trigger stamped on 3% of requests from record 3000",
+    "digits-clean": "the clean twin on the same traffic (nothing should fire)",
+    "digits-swap": "clean model swapped to a label-flipped twin (1 -> 8) with a new digest at record 4000",
+    "malware-suppression": "malware classifier stops flagging family=emotet from record 4000",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _scenario_models():
+    # trained once per process: the scenarios share them (about a second)
+    clean, poisoned, _ = train_backdoored_digits(seed=0)
+    return clean, poisoned, train_label_flip_digits(seed=0)
+
+
+def scenario_records(name: str, n_records: int = 10_000, seed: int = 0, **kwargs: Any) -> Iterator[dict]:
+    """Records of a named scenario (see :data:`SCENARIOS`); ``kwargs`` go to the stream.
+
+    The records carry no ground truth; the caller knows it from the name and
+    parameters (trigger from 3,000, swap / suppression from 4,000 by default).
+    The digests of the scenario models: ``digest_of(model)``; the clean model
+    is the approved one.
+    """
+    if name == "malware-suppression":
+        kwargs.setdefault("suppress_from", 4000)
+        return malware_stream(n_records, seed=seed, **kwargs)
+    clean, poisoned, rogue = _scenario_models()
+    if name == "digits-backdoor":
+        kwargs.setdefault("trigger_from", 3000)
+        return digits_stream(poisoned, n_records, seed=seed, **kwargs)
+    if name == "digits-clean":
+        kwargs.setdefault("trigger_from", 3000)
+        return digits_stream(clean, n_records, seed=seed, **kwargs)
+    if name == "digits-swap":
+        kwargs.setdefault("swap_at", 4000)
+        kwargs.setdefault("swap_model", rogue)
+        return digits_stream(clean, n_records, seed=seed, **kwargs)
+    raise ValueError(f"unknown scenario {name!r}; known: {sorted(SCENARIOS)}")

@@ -75,8 +75,9 @@ def produce(bootstrap: str, topic: str, items) -> int:
     return count
 
 
-def consume_all(bootstrap: str, topic: str, expect_at_least: int = 1, timeout: float = 30.0) -> list:
-    """Read a topic from the beginning until ``expect_at_least`` messages arrived."""
+def consume_all(bootstrap: str, topic: str, expect_at_least: int = 1, timeout: float = 30.0, until=None) -> list:
+    """Read a topic from the beginning until ``expect_at_least`` messages arrived
+    (and ``until(messages)`` holds, if given)."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
@@ -85,7 +86,7 @@ def consume_all(bootstrap: str, topic: str, expect_at_least: int = 1, timeout: f
     )
     messages: list = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(messages) < expect_at_least:
+    while time.monotonic() < deadline and (len(messages) < expect_at_least or (until and not until(messages))):
         for batch in consumer.poll(timeout_ms=500).values():
             messages.extend(batch)
     consumer.close()

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from monitor.simulate import Scenario, generate_records
+from monitor.simulate import Scenario, generate_records, with_labels
 from tests.conftest import consume_all, produce, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -129,3 +129,61 @@ def test_records_without_timestamp_take_the_kafka_timestamp(kafka_bootstrap, top
                      what="the record")
     assert before - 5 <= stamp <= time.time() + 5
     assert daemon.stop() == 0
+
+
+def test_delayed_labels_give_accuracy_and_page_on_a_drop(kafka_bootstrap, topic, start_daemon):
+    labels_topic = f"{topic}.labels"
+    config = SMALL + f"kafka:\n  labels_topic: {labels_topic}\n"
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic,
+                          config=config)
+    scenario = Scenario("covariate_shift", feature="f3", shift_at=2500)
+    stream = list(with_labels(generate_records(models=2, records_per_model=5000, scenario=scenario, seed=5),
+                              scenario, models=2))
+    produce(kafka_bootstrap, topic, [(m, v) for kind, m, v in stream if kind == "record"])
+    produce(kafka_bootstrap, labels_topic, [(m, v) for kind, m, v in stream if kind == "label"])
+    wait_for(lambda: daemon.sample("infersight_labels_total", model="fraud-scorer", outcome="matched") == 5000,
+             90, what="all labels joined")
+    assert 0.85 < daemon.sample("infersight_model_performance", model="fraud-scorer", metric="accuracy") < 0.97
+    assert daemon.sample("infersight_model_performance", model="credit-risk", metric="accuracy") < 0.75
+    def has_degraded(messages):
+        return any(json.loads(m.value)["alert"] == "performance_degraded" for m in messages)
+
+    events = [json.loads(m.value) for m in consume_all(kafka_bootstrap, f"{topic}.alerts", until=has_degraded)]
+    degraded = [e for e in events if e["alert"] == "performance_degraded"]
+    assert {e["model"] for e in degraded} == {"credit-risk"}
+    assert daemon.stop() == 0
+
+
+def test_state_survives_restart_and_crash_without_loss_or_double_count(kafka_bootstrap, topic, start_daemon):
+    """A checkpoints on SIGTERM; B processes more and is killed -9 (no checkpoint,
+    no commit); C restores A's checkpoint, replays B's records once, and still
+    compares against the reference A learned."""
+    # a short session so C need not wait 45 s for the killed B to time out
+    config = SMALL + "kafka:\n  checkpoint_interval_seconds: 3600\n  session_timeout_ms: 6000\n"
+    args = ("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", f"{topic}-g")
+    scenario = Scenario("covariate_shift", feature="f3", magnitude=1.0, shift_at=3500)
+    records = [v for m, v in generate_records(models=1, records_per_model=6000, scenario=scenario, seed=9)]
+
+    def seen(daemon):
+        return daemon.sample("infersight_detector_records", model="credit-risk", detector="ks", feature="f0")
+
+    a = start_daemon(*args, config=config)
+    produce(kafka_bootstrap, topic, [("credit-risk", v) for v in records[:3000]])
+    wait_for(lambda: a.sample("infersight_records_total", model="credit-risk") == 3000, 60, what="A's records")
+    assert a.stop() == 0
+
+    b = start_daemon(*args, config=config)
+    produce(kafka_bootstrap, topic, [("credit-risk", v) for v in records[3000:3500]])
+    wait_for(lambda: b.sample("infersight_records_total", model="credit-risk") == 500, 60, what="B's records")
+    assert seen(b) == 2500  # restored 2000 + 500 new
+    b.process.kill()
+    b.process.wait()
+
+    c = start_daemon(*args, config=config)
+    produce(kafka_bootstrap, topic, [("credit-risk", v) for v in records[3500:]])
+    wait_for(lambda: c.sample("infersight_records_total", model="credit-risk") == 3000, 60, what="C's records")
+    assert "restored 1 models" in c.log()
+    assert seen(c) == 5000  # every record after the reference exactly once
+    assert c.sample("infersight_drift_detected", model="credit-risk", detector="ks", feature="f3") == 1.0
+    assert c.sample("infersight_drift_detected", model="credit-risk", detector="ks", feature="f0") == 0.0
+    assert c.stop() == 0

@@ -26,9 +26,11 @@ from detectors.trigger import TriggerActivation
 from monitor.batch import ModelBatch
 from monitor.integrity import ArtifactIntegrity
 from monitor.poisoned import (
+    SCENARIOS,
     digest_of,
     digits_stream,
     malware_stream,
+    scenario_records,
     train_backdoored_digits,
     train_label_flip_digits,
 )
@@ -135,6 +137,16 @@ def test_trigger_found_on_poisoned_model_within_3000_records(models):
     assert set(alerts) == {"trigger"}, {k: v[0][1][0] for k, v in alerts.items()}
 
 
+def test_broadly_firing_trigger_also_shows_as_class_concentration(models):
+    # a trigger on 30% of requests makes class 7 ~37% of answers (10% in the reference)
+    _, poisoned, _ = models
+    recs = list(digits_stream(poisoned, 4000, trigger_from=2000, trigger_rate=0.3, seed=4))
+    alerts = run(recs, approved={"digits-lr": [digest_of(poisoned)]})
+    at, found = alerts["class_concentration"][0]
+    assert at >= 2000 and found[0].extra["class"] == "7"
+    assert alerts["trigger"][0][0] <= at
+
+
 def test_clean_twin_on_the_same_traffic_raises_nothing(models):
     # Same seed -> same inputs and the same stamps as the poisoned run.  Bounds
     # (Bonferroni, per evaluation): trigger and segment alpha=1e-4 x 45 updates,
@@ -203,3 +215,11 @@ def test_malware_segment_suppression_while_global_rate_barely_moves():
                  [(after == "malicious").sum(), (after == "benign").sum()]]
         assert chi2_contingency(table)[1] > 1e-3
         assert abs((before == "malicious").mean() - (after == "malicious").mean()) < 0.04
+
+
+def test_named_scenarios_produce_valid_records():
+    for name in SCENARIOS:
+        recs = list(scenario_records(name, 300, seed=1))
+        assert len(recs) == 300 and to_batches(recs, 300)[0].n == 300
+    with pytest.raises(ValueError):
+        scenario_records("nope")

@@ -22,6 +22,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import contextlib
+import http.server
+import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,12 +142,15 @@ class Webhook:
     def url(self, receiver: str) -> str:
         return f"http://127.0.0.1:{self.port}/{receiver}"
 
-    def alerts(self, **labels) -> list[dict]:
-        """Every alert received so far (with the receiver added), matching ``labels``."""
+    def alerts(self, status: str | None = None, **labels) -> list[dict]:
+        """Every alert received so far (with the receiver added as ``receiver_path``),
+        in arrival order, with ``status`` ("firing"/"resolved") and ``labels``."""
         with self.lock:
             found = []
             for note in self.notifications:
                 for alert in note["alerts"]:
+                    if status is not None and alert["status"] != status:
+                        continue
                     if all(alert["labels"].get(k) == v for k, v in labels.items()):
                         found.append({**alert, "receiver_path": note["_path"]})
             return found
@@ -272,3 +279,147 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
     left = re.findall(r"\$\{?\w+", expr)
     assert not left, f"unexpanded variables {left} in {expr}"
     return expr
+
+
+# --------------------------------------------------------------------------- running components
+@contextlib.contextmanager
+def run_webhook():
+    """A webhook receiver for Alertmanager on a free loopback port."""
+    hook = Webhook(port=0)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            note = json.loads(body)
+            note["_path"] = self.path.strip("/")
+            with hook.lock:
+                hook.notifications.append(note)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    hook.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hook
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def run_alertmanager(workdir: Path, webhook: Webhook):
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "alertmanager.yml"
+    cfg_path.write_text(yaml.safe_dump(alertmanager_test_config(webhook), sort_keys=False))
+    port = free_port()
+    proc = start_process(
+        "alertmanager",
+        [binary, f"--config.file={cfg_path}", f"--storage.path={workdir / 'am-data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=info"],
+        workdir / "alertmanager.log",
+        f"http://127.0.0.1:{port}/-/ready",
+    )
+    try:
+        yield Alertmanager(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def run_prometheus(workdir: Path, targets: list[str], *, labels: dict | None = None,
+                   alertmanager_url: str | None = None):
+    """Prometheus scraping ``targets`` as job "infersight" every second, with the
+    repo's rules (``for:`` shortened, see shortened_rules) evaluated every second."""
+    binary = require_binary("prometheus")
+    (workdir / "rules").mkdir(parents=True, exist_ok=True)
+    rule_files = shortened_rules(workdir / "rules")
+    cfg = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "infersight",
+                            "static_configs": [{"targets": targets, "labels": labels or {}}]}],
+    }
+    if alertmanager_url:
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.split("//")[1]]}]}]}
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    port = free_port()
+    proc = start_process(
+        "prometheus",
+        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}",
+         # resend firing alerts to Alertmanager every second, not every minute
+         "--rules.alert.resend-delay=1s", "--log.level=info"],
+        workdir / "prometheus.log",
+        f"http://127.0.0.1:{port}/-/ready",
+    )
+    try:
+        yield Prometheus(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.stop()
+
+
+def require_kafka(bootstrap: str = KAFKA_BOOTSTRAP) -> str:
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return bootstrap
+    except OSError as exc:
+        pytest.fail(f"no Kafka broker at {bootstrap} ({exc.strerror or exc}): start it with `make kafka-up` "
+                    "(`make test` starts it for you)", pytrace=False)
+
+
+def infersight_cli() -> list[str]:
+    return [sys.executable, "-m", "monitor.cli"]
+
+
+@dataclass
+class Daemon:
+    url: str
+    topic: str
+    proc: Proc
+
+    def metrics(self) -> str:
+        status, body = http_get(f"{self.url}/metrics")
+        assert status == 200, status
+        return body.decode()
+
+
+@contextlib.contextmanager
+def run_daemon(workdir: Path, config: dict, *, bootstrap: str = KAFKA_BOOTSTRAP):
+    """`infersight run` on a fresh topic and consumer group, metrics on a free port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    topic = f"ops-test-{uuid.uuid4().hex[:10]}"
+    cfg_path = workdir / "infersight.yaml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    proc = start_process(
+        "infersight daemon",
+        [*infersight_cli(), "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", topic,
+         "--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--config", str(cfg_path)],
+        workdir / "daemon.log",
+        f"http://127.0.0.1:{port}/healthz",
+        timeout=60,
+    )
+    daemon = Daemon(f"http://127.0.0.1:{port}", topic, proc)
+    try:
+        wait_for(lambda: proc.check_alive() or "infersight_kafka_connected 1.0" in daemon.metrics(), 60,
+                 what="the daemon to connect to Kafka")
+        yield daemon
+    finally:
+        proc.stop()
+
+
+def simulate(daemon: Daemon, *args: str, bootstrap: str = KAFKA_BOOTSTRAP, timeout: float = 180) -> str:
+    out = subprocess.run(
+        [*infersight_cli(), "simulate", "--bootstrap-servers", bootstrap, "--topic", daemon.topic, *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+    )
+    assert out.returncode == 0, f"simulate failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout

@@ -1,0 +1,172 @@
+"""The whole alerting path with real components, no mocks:
+
+    infersight simulate -> Kafka -> infersight run -> /metrics -> Prometheus (repo rules)
+        -> Alertmanager (repo routes + inhibitions) -> webhook receiver in this test
+
+A. a covariate shift on credit-risk's feature f3 reaches the webhook as
+   InfersightInputDrift with model and feature labels, routed by team and severity;
+   normal traffic afterwards resolves it.
+B. every query of every Grafana dashboard returns data from that Prometheus.
+C. `promtool check metrics` accepts the daemon's exposition.
+
+The Prometheus here evaluates a copy of deploy/prometheus/rules/*.yml whose `for:`
+durations are cut to a few seconds (opskit.shortened_rules) so the module runs in
+about two minutes; expressions, labels and annotations are the repo's. Everything
+else is as deployed. Needs the local broker (`make kafka-up`) and Debian's
+prometheus + prometheus-alertmanager; fails (does not skip) without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+
+import pytest
+
+from opskit import (
+    dashboard_queries,
+    load_dashboards,
+    require_binary,
+    require_kafka,
+    run_alertmanager,
+    run_daemon,
+    run_prometheus,
+    run_webhook,
+    simulate,
+    substitute,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
+
+MODEL = "credit-risk"  # the simulator's first model: the scenario's target
+OTHER_MODEL = "fraud-scorer"
+FEATURE = "f3"
+TEAM = "fraud"  # target label -> routed to the fraud team's receivers
+
+DAEMON_CONFIG = {
+    "policy": {"reference_size": 500, "window_size": 250},
+    "alerts": {"fire_after_windows": 2, "resolve_after_windows": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Kafka + daemon + Prometheus + Alertmanager + webhook, with the drift already
+    firing at the webhook when the tests start (timings recorded in stack['t'])."""
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager", "alertmanager")
+    require_kafka()
+    work = tmp_path_factory.mktemp("alert-pipeline")
+    t = {"start": time.monotonic()}
+    with contextlib.ExitStack() as es:
+        hook = es.enter_context(run_webhook())
+        am = es.enter_context(run_alertmanager(work / "alertmanager", hook))
+        daemon = es.enter_context(run_daemon(work / "daemon", DAEMON_CONFIG))
+        prom = es.enter_context(run_prometheus(work / "prometheus", [daemon.url.split("//")[1]],
+                                               labels={"team": TEAM}, alertmanager_url=am.url))
+        wait_for(prom.targets_up, 30, what="Prometheus to scrape the daemon")
+        t["stack_up"] = time.monotonic() - t["start"]
+
+        # 3000 records per model; credit-risk's f3 shifts by 1 sd from record 1000 on.
+        simulate(daemon, "--scenario", "covariate_shift", "--feature", FEATURE, "--magnitude", "1.0",
+                 "--models", "2", "--records", "3000", "--shift-at", "1000", "--seed", "1")
+        t["shift_produced"] = time.monotonic() - t["start"]
+
+        def drift_notified():
+            daemon.proc.check_alive()
+            return hook.alerts(alertname="InfersightInputDrift", model=MODEL, feature=FEATURE, status="firing")
+
+        try:
+            wait_for(drift_notified, 90, what="InfersightInputDrift at the webhook")
+        except BaseException:
+            print("daemon log:\n" + daemon.proc.tail(), "\nprometheus log:\n" + prom.proc.tail(),
+                  "\nalerts in Prometheus:", prom.api("alerts"))
+            raise
+        t["drift_notified"] = time.monotonic() - t["start"]
+        yield {"webhook": hook, "am": am, "daemon": daemon, "prom": prom, "t": t, "work": work}
+        print(f"\nalert pipeline timings (s since start): {({k: round(v, 1) for k, v in t.items()})}")
+
+
+# --------------------------------------------------------------------------- A: fire
+def test_input_drift_reaches_webhook_with_model_and_feature(stack):
+    hook = stack["webhook"]
+    alerts = hook.alerts(alertname="InfersightInputDrift", model=MODEL, feature=FEATURE, status="firing")
+    alert = alerts[0]
+    labels = alert["labels"]
+    assert labels["severity"] == "warning"
+    assert labels["team"] == TEAM and labels["job"] == "infersight"
+    # routed by team + severity: the fraud team's chat, not a pager
+    assert alert["receiver_path"] == "fraud-chat"
+    ann = alert["annotations"]
+    assert ann["summary"] == f'Input drift on model {MODEL}, feature "{FEATURE}"'
+    # the description carries the live score and threshold through `query`
+    assert "ks score" in ann["description"] and "threshold" in ann["description"]
+    assert "unknown" not in ann["description"], ann["description"]
+    assert ann["runbook_url"].endswith("/docs/runbooks/InfersightInputDrift.md")
+    # only the shifted feature of the shifted model drifted
+    drifted = {(a["labels"]["model"], a["labels"]["feature"])
+               for a in hook.alerts(alertname="InfersightInputDrift", status="firing")}
+    assert drifted == {(MODEL, FEATURE)}, drifted
+    # no monitor alert got in the way
+    assert not hook.alerts(alertname="InfersightMonitorDown")
+
+
+# --------------------------------------------------------------------------- B: dashboards
+def _query_cases():
+    return [pytest.param(uid, title, ref, expr, id=f"{uid}:{title}:{ref}")
+            for uid, title, ref, expr in dashboard_queries()]
+
+
+@pytest.mark.parametrize("uid,title,ref,expr", _query_cases())
+def test_dashboard_query_returns_data(stack, uid, title, ref, expr):
+    prom = stack["prom"]
+    query = substitute(expr, {"model": MODEL, "datasource": "prometheus"})
+    # rate() over $__rate_interval needs two samples in the window: a range query
+    # over the last minute is what Grafana would draw.
+    result = prom.query_range(query, 60, "5s")
+    assert result, f"{uid} / {title} ({ref}) returned no data:\n{query}"
+    assert any(v[1] not in ("NaN",) for series in result for v in series["values"]), \
+        f"{uid} / {title} ({ref}) returned only NaN:\n{query}"
+
+
+def test_dashboard_variables_resolve(stack):
+    prom = stack["prom"]
+    for dash in load_dashboards().values():
+        for var in dash["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            metric, label = var["definition"].removeprefix("label_values(").rstrip(")").split(", ")
+            values = prom.api(f"label/{label}/values", **{"match[]": metric})
+            assert MODEL in values and OTHER_MODEL in values, (dash["uid"], var["name"], values)
+
+
+# --------------------------------------------------------------------------- C: exposition
+def test_promtool_check_metrics_accepts_exposition(stack):
+    promtool = require_binary("promtool")
+    text = stack["daemon"].metrics()
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "infersight_drift_detected{" in text
+
+
+# --------------------------------------------------------------------------- A: resolve
+def test_input_drift_resolves_on_normal_traffic(stack):
+    """Last in the module: it changes the daemon's state."""
+    hook, daemon, t = stack["webhook"], stack["daemon"], stack["t"]
+    started = time.monotonic()
+    # the same seed reproduces the same synthetic models, without the shift
+    simulate(daemon, "--scenario", "stable", "--models", "2", "--records", "1500", "--seed", "1")
+    resolved = wait_for(
+        lambda: hook.alerts(alertname="InfersightInputDrift", model=MODEL, feature=FEATURE, status="resolved"),
+        90, what="InfersightInputDrift to resolve at the webhook",
+    )
+    t["drift_resolved"] = time.monotonic() - t["start"]
+    t["resolve_took"] = time.monotonic() - started
+    assert resolved[0]["receiver_path"] == "fraud-chat"
+    assert resolved[0]["endsAt"] >= resolved[0]["startsAt"]
+    # and Prometheus agrees: nothing left firing for that feature
+    firing = [a for a in stack["prom"].api("alerts")["alerts"]
+              if a["labels"].get("alertname") == "InfersightInputDrift" and a["state"] == "firing"]
+    assert not firing, firing
