@@ -55,6 +55,18 @@ def _layout(w: np.ndarray, max_buckets: int) -> tuple[list[np.ndarray], list[np.
     return cs, ms
 
 
+def _layout_scalar(w: int, M: int) -> tuple[list[int], list[int]]:
+    """:func:`_layout` for one width, in plain integers (cheaper than numpy)."""
+    cs, ms = [], []
+    m = w
+    while m > 0:
+        c = m if m <= M else M - 1 + ((m - M - 1) % 2)
+        cs.append(c)
+        ms.append(m)
+        m = (m - c) // 2
+    return cs, ms
+
+
 class ADWIN(Detector):
     """ADWIN change detector with River's parameters and decisions.
 
@@ -115,17 +127,17 @@ class ADWIN(Detector):
         tot = tot[1:]
 
         # block totals per level, covering every bucket alive during the batch
-        c0, m0 = _layout(np.array([W0]), M)
-        c1, m1 = _layout(np.array([W1]), M)
+        c0, m0 = _layout_scalar(W0, M)
+        c1, m1 = _layout_scalar(W1, M)
         arrs, bases = [], []
         for i in range(len(m1)):
-            mi0 = int(m0[i][0]) if i < len(m0) else 0
-            ci0 = int(c0[i][0]) if i < len(c0) else 0
+            mi0 = m0[i] if i < len(m0) else 0
+            ci0 = c0[i] if i < len(c0) else 0
             old = np.asarray(self._levels[i] if i < len(self._levels) else [], dtype=np.float64)
             if i == 0:
                 new = x
             else:
-                q = int(m1[i][0]) - mi0
+                q = m1[i] - mi0
                 prev = arrs[i - 1]
                 new = prev[0 : 2 * q : 2] + prev[1 : 2 * q : 2]
             arrs.append(np.concatenate((old, new)))
@@ -200,11 +212,7 @@ class ADWIN(Detector):
         end = det + 1 if det >= 0 else m
         self.n_seen += end
         if det < 0:
-            cw, mw = c1, m1
-            self._levels = [
-                arrs[i][int(mw[i][0]) - int(cw[i][0]) - bases[i] : int(mw[i][0]) - bases[i]].tolist()
-                for i in range(len(mw))
-            ]
+            self._levels = [arrs[i][m1[i] - c1[i] - bases[i] : m1[i] - bases[i]].tolist() for i in range(len(m1))]
             self._w = W1
             self._total = float(tot[-1])
             self._var = float(var[-1])

@@ -66,18 +66,26 @@ def h_for_arl(arl0: float, k: float = 0.5, drift_margin: float = 0.0) -> float:
 
 
 class CUSUM(Detector):
-    """Two-sided tabular CUSUM on standardised values.
+    """Two-sided tabular CUSUM on standardised values, one or several charts.
+
+    A single chart with reference value ``k`` is optimal for shifts of about
+    ``2k`` standard deviations and slow for much smaller ones.  The default
+    runs four charts (k = 0.125, 0.25, 0.5, 1.0: tuned for 0.25, 0.5, 1 and
+    2 sd shifts) side by side and signals when any of them crosses its own
+    threshold; the
+    false-alarm budget is split evenly (each chart gets ``n_charts x ARL0``),
+    which is conservative because the charts are positively correlated.
 
     Parameters
     ----------
     k
-        Reference value (allowance) in standard deviations: about half the
-        shift one wants to detect fastest.
+        Reference value(s) (allowance) in standard deviations.
     h
-        Decision interval in standard deviations.  ``None`` (default) derives
-        it from ``expected_run_length``.
+        Decision interval(s) in standard deviations, one per ``k`` or one for
+        all.  ``None`` (default) derives them from ``expected_run_length``.
     expected_run_length
-        ARL0: expected number of stationary records between false alarms.
+        ARL0: expected number of stationary records between false alarms
+        (all charts together).
     warmup
         Values used (after every reset) to learn mean and standard deviation;
         ignored when ``mean`` and ``std`` are given.
@@ -87,30 +95,32 @@ class CUSUM(Detector):
         If set, standardised values are clipped to ``[-clip, clip]``: a single
         wild outlier then cannot by itself signal a change.
 
-    ``statistic`` is max(S+, S-) and ``threshold`` is ``h``, both in standard
-    deviations.  After a detection the detector resets (and warms up again
-    unless a fixed baseline was given), like River's detectors.
+    ``statistic`` is the cumulative sum of the chart closest to (or beyond)
+    its threshold, relative to that threshold, and ``threshold`` is that
+    chart's ``h``: both in standard deviations.  After a detection the
+    detector resets (and warms up again unless a fixed baseline was given),
+    like River's detectors.
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(7)
     >>> cusum = CUSUM(expected_run_length=1_000_000)
-    >>> round(cusum.h, 2)
-    13.44
+    >>> cusum.k, [round(h, 1) for h in cusum.hs]
+    ((0.125, 0.25, 0.5, 1.0), [62.3, 29.8, 14.9, 7.4])
     >>> cusum.update(rng.normal(0, 1, 50_000)).detected
     False
     >>> r = cusum.update(rng.normal(1, 1, 1_000))   # +1 sd from record 50,000
     >>> r.detected, r.change_index, r.extra["detections"]
-    (True, 50001, [50043])
+    (True, 50001, [50045])
     """
 
     name = "cusum"
 
     def __init__(
         self,
-        k: float = 0.5,
-        h: float | None = None,
+        k: float | tuple[float, ...] | list[float] = (0.125, 0.25, 0.5, 1.0),
+        h: float | tuple[float, ...] | list[float] | None = None,
         expected_run_length: float = 1_000_000,
         warmup: int = 1000,
         mean: float | None = None,
@@ -121,7 +131,11 @@ class CUSUM(Detector):
             raise ValueError("give both mean and std, or neither")
         if warmup < 2 and mean is None:
             raise ValueError("warmup must be at least 2")
-        self.k = float(k)
+        ks = (float(k),) if np.isscalar(k) else tuple(float(v) for v in k)
+        if not ks:
+            raise ValueError("k must not be empty")
+        self.k = ks[0] if np.isscalar(k) else ks
+        self._ks = ks
         self.expected_run_length = float(expected_run_length)
         self.warmup = int(warmup)
         self.fixed_mean = None if mean is None else float(mean)
@@ -129,14 +143,26 @@ class CUSUM(Detector):
         self.clip = None if clip is None else float(clip)
         if h is None:
             margin = 0.0 if mean is not None else 1.0 / math.sqrt(self.warmup)
-            h = h_for_arl(self.expected_run_length, self.k, margin)
-        self.h = float(h)
+            hs = tuple(h_for_arl(self.expected_run_length * len(ks), kk, margin) for kk in ks)
+        elif np.isscalar(h):
+            hs = (float(h),) * len(ks)
+        else:
+            hs = tuple(float(v) for v in h)
+            if len(hs) != len(ks):
+                raise ValueError("give one h per k")
+        self._h_arg = h if h is None or np.isscalar(h) else list(hs)
+        self.hs = list(hs)
         self.n_seen = 0
         self._reset()
 
+    @property
+    def h(self) -> float:
+        """Decision interval of the (first) chart."""
+        return self.hs[0]
+
     @classmethod
     def from_arl(cls, arl0: float, **kwargs: Any) -> Self:
-        """CUSUM whose threshold gives ``arl0`` expected records between false alarms."""
+        """CUSUM whose thresholds give ``arl0`` expected records between false alarms."""
         return cls(expected_run_length=arl0, **kwargs)
 
     def _reset(self) -> None:
@@ -147,10 +173,11 @@ class CUSUM(Detector):
             self._mu, self._sd = self.fixed_mean, max(self.fixed_std, 1e-300)
         else:
             self._mu = self._sd = None
-        self._s_up = 0.0
-        self._s_dn = 0.0
-        self._zero_up = self.n_seen  # stream position where S+ last left zero
-        self._zero_dn = self.n_seen
+        m = len(self._ks)
+        self._s_up = [0.0] * m
+        self._s_dn = [0.0] * m
+        self._zero_up = [self.n_seen] * m  # stream position where S+ last left zero
+        self._zero_dn = [self.n_seen] * m
 
     def _warm(self, x: np.ndarray) -> int:
         take = min(len(x), self.warmup - self._wn)
@@ -172,32 +199,43 @@ class CUSUM(Detector):
             sd = math.sqrt(self._wsq / (n - 1))
             # a constant warm-up: any later deviation is a change; avoid /0
             self._sd = max(sd, 1e-12 * max(1.0, abs(self._mu)))
-            self._zero_up = self._zero_dn = self.n_seen
+            m = len(self._ks)
+            self._zero_up = [self.n_seen] * m
+            self._zero_dn = [self.n_seen] * m
         return take
 
-    def _scan(self, x: np.ndarray) -> tuple[int, bool]:
+    def _scan(self, x: np.ndarray) -> tuple[int, tuple[float, float, bool, int] | None]:
         z = (x - self._mu) / self._sd
         if self.clip is not None:
             z = np.clip(z, -self.clip, self.clip)
         m = len(z)
         pos = self.n_seen + np.arange(m)
-        out = []
-        for s0, y, zero0 in ((self._s_up, z - self.k, self._zero_up), (self._s_dn, -z - self.k, self._zero_dn)):
-            c = np.cumsum(np.concatenate(([s0], y)))
-            run_min = np.minimum.accumulate(np.minimum(c[1:], 0.0))
-            s = c[1:] - run_min
-            # S restarts from zero where C hits a new running minimum <= 0
-            zero = np.maximum.accumulate(np.where(s <= 0.0, pos + 1, zero0))
-            out.append((s, zero))
-        (s_up, z_up), (s_dn, z_dn) = out
-        hit = (s_up > self.h) | (s_dn > self.h)
+        runs = []  # per chart and side: (S array, zero array, h)
+        for j, (kk, hh) in enumerate(zip(self._ks, self.hs)):
+            for side, s0, zero0 in ((1.0, self._s_up[j], self._zero_up[j]), (-1.0, self._s_dn[j], self._zero_dn[j])):
+                c = np.cumsum(np.concatenate(([s0], side * z - kk)))
+                s = c[1:] - np.minimum.accumulate(np.minimum(c[1:], 0.0))
+                runs.append((s, zero0, hh))
+        hit = np.zeros(m, dtype=bool)
+        for s, _, hh in runs:
+            hit |= s > hh
         det = int(np.argmax(hit)) if hit.any() else -1
         e = det if det >= 0 else m - 1
-        self._s_up, self._s_dn = float(s_up[e]), float(s_dn[e])
-        self._zero_up, self._zero_dn = int(z_up[e]), int(z_dn[e])
+        best = None
+        for idx, (s, zero0, hh) in enumerate(runs):
+            # S restarts from zero where it hits zero: the change starts after
+            zs = np.flatnonzero(s[: e + 1] <= 0.0)
+            zero = int(pos[zs[-1]] + 1) if zs.size else zero0
+            j, up = divmod(idx, 2)
+            if up == 0:
+                self._s_up[j], self._zero_up[j] = float(s[e]), zero
+            else:
+                self._s_dn[j], self._zero_dn[j] = float(s[e]), zero
+            ratio = s[e] / hh
+            if best is None or ratio > best[0]:
+                best = (ratio, float(s[e]), hh, up == 0, zero)
         self.n_seen += e + 1
-        self._last_z = z[: e + 1]
-        return det, bool(s_up[e] > self.h)
+        return det, best
 
     def update(self, values: np.ndarray) -> DriftResult | None:
         x = np.asarray(values, dtype=np.float64).ravel()
@@ -206,61 +244,60 @@ class CUSUM(Detector):
         batch_start = self.n_seen
         detections: list[int] = []
         changes: list[int] = []
-        det_info: tuple[float, bool, int, int] | None = None
-        scanned = False
+        det_info = None
+        last = None
         i = 0
         while i < len(x):
             if self._mu is None:
                 i += self._warm(x[i:])
                 continue
-            det, up = self._scan(x[i : i + _CHUNK])
-            scanned = True
+            det, best = self._scan(x[i : i + _CHUNK])
+            last = best
             if det >= 0:
+                _, stat, hh, up, change = best
                 pos = self.n_seen - 1
-                change = self._zero_up if up else self._zero_dn
-                stat = max(self._s_up, self._s_dn)
                 detections.append(pos)
                 changes.append(change)
-                det_info = (stat, up, pos, change)
+                det_info = (stat, hh, up, pos, change)
                 self._reset()
                 i += det + 1
             else:
                 i += min(_CHUNK, len(x) - i)
         if det_info is not None:
-            stat, up, pos, change = det_info
+            stat, hh, up, pos, change = det_info
             lo = max(change, batch_start) - batch_start
             seg = x[lo : pos - batch_start + 1]
             order = np.argsort(seg if not up else -seg, kind="stable")[:5] + lo
             return DriftResult(
                 statistic=stat,
-                threshold=self.h,
+                threshold=hh,
                 detected=True,
                 n_seen=self.n_seen,
                 change_index=change,
                 examples=tuple(sorted(int(t) for t in order)),
                 detail=(
                     f"CUSUM: mean {'increase' if up else 'decrease'} detected at record {pos} "
-                    f"(S={stat:.3g} > h={self.h:.3g} sd), estimated start at record {change}"
+                    f"(S={stat:.3g} > h={hh:.3g} sd), estimated start at record {change}"
                 ),
                 extra={"detections": detections, "change_points": changes},
             )
-        if not scanned:
+        if last is None:
             return None
-        stat = max(self._s_up, self._s_dn)
+        _, stat, hh, _, _ = last
         return DriftResult(
             statistic=stat,
-            threshold=self.h,
+            threshold=hh,
             detected=False,
             n_seen=self.n_seen,
-            detail=f"CUSUM: no change (S={stat:.3g} <= h={self.h:.3g} sd)",
+            detail=f"CUSUM: no change (S={stat:.3g} <= h={hh:.3g} sd)",
             extra={"detections": [], "mean": self._mu, "std": self._sd},
         )
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": {
-                "k": self.k,
-                "h": self.h,
+                "k": self.k if np.isscalar(self.k) else list(self.k),
+                "h": list(self.hs),
                 "expected_run_length": self.expected_run_length,
                 "warmup": self.warmup,
                 "mean": self.fixed_mean,
@@ -273,18 +310,23 @@ class CUSUM(Detector):
             "wsq": self._wsq,
             "mu": self._mu,
             "sd": self._sd,
-            "s_up": self._s_up,
-            "s_dn": self._s_dn,
-            "zero_up": self._zero_up,
-            "zero_dn": self._zero_dn,
+            "s_up": list(self._s_up),
+            "s_dn": list(self._s_dn),
+            "zero_up": list(self._zero_up),
+            "zero_dn": list(self._zero_dn),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
-        d = cls(**state["params"])
+        p = dict(state["params"])
+        if isinstance(p["k"], list):
+            p["k"] = tuple(p["k"])
+        d = cls(**p)
         d.n_seen = int(state["n_seen"])
         d._wn, d._wsum, d._wsq = int(state["wn"]), float(state["wsum"]), float(state["wsq"])
         d._mu, d._sd = state["mu"], state["sd"]
-        d._s_up, d._s_dn = float(state["s_up"]), float(state["s_dn"])
-        d._zero_up, d._zero_dn = int(state["zero_up"]), int(state["zero_dn"])
+        d._s_up = [float(v) for v in state["s_up"]]
+        d._s_dn = [float(v) for v in state["s_dn"]]
+        d._zero_up = [int(v) for v in state["zero_up"]]
+        d._zero_dn = [int(v) for v in state["zero_dn"]]
         return d

@@ -100,7 +100,7 @@ class HalfSpaceTrees:
         self.counter = 0
         self.first_window = True
         self._n_nodes = 2 ** (self.height + 1) - 1
-        self._l = self._r = None
+        self._r = None
 
     # -- trees ---------------------------------------------------------------
     def _limits_for(self, d: int) -> list[tuple[float, float]]:
@@ -116,8 +116,80 @@ class HalfSpaceTrees:
     def _init(self, d: int) -> None:
         self.n_features = d
         self._feat, self._thr = _build_trees(self.n_trees, self.height, self._limits_for(d), self.seed)
-        self._l = np.zeros((self.n_trees, self._n_nodes), dtype=np.int64)
-        self._r = np.zeros((self.n_trees, self._n_nodes), dtype=np.int64)
+        T, h = self.n_trees, self.height
+        # Two exact bookkeeping strategies, chosen by which is cheaper:
+        # "table" (small trees): learn by counting leaves only (a node's mass
+        # is the sum of the leaves below it) and score with a per-leaf table
+        # of River's early-stopping sums, rebuilt at each pivot;
+        # "path" (tall trees): increment and gather masses along each path,
+        # touching only visited nodes.
+        self._table = self.window_size * (h + 1) >= 2 ** (h + 1)
+        self._r = np.zeros((T, self._n_nodes), dtype=np.int64)
+        if self._table:
+            self._leaf_l = np.zeros((T, 2**h), dtype=np.int64)
+            self._F = np.zeros((T, 2**h), dtype=np.int64)
+        else:
+            self._l = np.zeros((T, self._n_nodes), dtype=np.int64)
+            self._touched_l: list[np.ndarray] = []
+            self._touched_r: list[np.ndarray] = []
+
+    def _full_from_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """Masses of every node from leaf counts (children sum to parents);
+        ``leaves`` is ``(..., n_trees, 2**height)``."""
+        h = self.height
+        out = np.zeros(leaves.shape[:-1] + (self._n_nodes,), dtype=np.int64)
+        out[..., 2**h - 1 :] = leaves
+        for d in range(h - 1, -1, -1):
+            child = out[..., 2 ** (d + 1) - 1 : 2 ** (d + 2) - 1]
+            out[..., 2**d - 1 : 2 ** (d + 1) - 1] = child[..., 0::2] + child[..., 1::2]
+        return out
+
+    def _leaf_table(self, r: np.ndarray | None = None) -> np.ndarray:
+        """River's walk score for every leaf: sum of r_mass * 2**depth down the
+        path, stopping after the first node with r_mass < size_limit.
+        ``r`` is ``(..., n_trees, n_nodes)`` (default: the reference masses)."""
+        r_all = self._r if r is None else r
+        h, lim = self.height, self.size_limit
+        r0 = r_all[..., 0:1]
+        S, A = r0.copy(), r0 >= lim
+        for d in range(1, h + 1):
+            r = r_all[..., 2**d - 1 : 2 ** (d + 1) - 1]
+            S, A = np.repeat(S, 2, axis=-1), np.repeat(A, 2, axis=-1)
+            S = S + np.where(A, r * (2**d), 0)
+            A = A & (r >= lim)
+        return S
+
+    def _run_table(self, leaves: np.ndarray, score: bool) -> np.ndarray | None:
+        """Table mode, no missing values: every window of the batch at once.
+        Rows of window ``w`` are scored with the table of window ``w - 1``."""
+        n, T = leaves.shape
+        L, ws = 2**self.height, self.window_size
+        win = (self.counter + np.arange(n)) // ws  # 0 = the window in progress
+        nW = int(win[-1]) + 1
+        keys = ((win[:, None] * T + np.arange(T)[None, :]) * L + leaves).ravel()
+        counts = np.bincount(keys, minlength=nW * T * L).reshape(nW, T, L)
+        counts[0] += self._leaf_l
+        done = (self.counter + n) // ws  # windows completed in this batch
+        full = self._full_from_leaves(counts[:done]) if done else None
+        out = None
+        if score:
+            tables = np.concatenate((self._F[None], self._leaf_table(full)), axis=0) if done else self._F[None]
+            per_tree = tables[win[:, None], np.arange(T)[None, :], leaves]
+            out = 1.0 - per_tree.sum(axis=1).astype(np.float64) / self.max_score
+            if self.first_window:
+                out[win == 0] = 0.0
+        if done:
+            self._r = full[-1]
+            self._F = self._leaf_table()
+            self.first_window = False
+        self._leaf_l = counts[done].copy() if done < nW else np.zeros_like(self._leaf_l)
+        self.counter = (self.counter + n) % ws
+        return out
+
+    @property
+    def l_mass(self) -> np.ndarray:
+        """Masses learned in the current window, every node."""
+        return self._full_from_leaves(self._leaf_l) if self._table else self._l
 
     def _check(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -138,58 +210,93 @@ class HalfSpaceTrees:
         return self.n_trees * self.window_size * (2 ** (self.height + 1) - 1)
 
     def _paths(self, X: np.ndarray) -> np.ndarray:
-        """Node index at every level: shape ``(n, n_trees, height+1)``."""
-        n, T = len(X), self.n_trees
-        node = np.zeros((n, T), dtype=np.int64)
-        out = np.empty((n, T, self.height + 1), dtype=np.int64)
-        out[:, :, 0] = 0
-        tix = np.arange(T)[None, :]
-        rows = np.arange(n)[:, None]
+        """Node index at every level, ``(height+1, n, n_trees)`` (level-major so
+        every level is one contiguous block); in table mode only the leaf
+        number, ``(1, n, n_trees)``."""
+        n, T, d = len(X), self.n_trees, X.shape[1]
+        n_int = self._feat.shape[1]
+        full = not self._table
+        out = np.empty((self.height + 1 if full else 1, n, T), dtype=np.intp)
+        node = np.zeros((n, T), dtype=np.intp)
+        if full:
+            out[0] = 0
+        # flat gathers (np.take) are several times cheaper than 2-d fancy indexing
+        tree_off = (np.arange(T, dtype=np.intp) * n_int)[None, :]
+        row_off = (np.arange(n, dtype=np.intp) * d)[:, None]
+        feat, thr, Xf = self._feat.ravel(), self._thr.ravel(), X.ravel()
+        k = np.empty((n, T), dtype=np.intp)
         for depth in range(self.height):
-            f = self._feat[tix, node]
-            right = X[rows, f] >= self._thr[tix, node]
-            node = 2 * node + 1 + right
-            out[:, :, depth + 1] = node
+            np.add(node, tree_off, out=k)
+            right = np.take(Xf, np.take(feat, k) + row_off) >= np.take(thr, k)
+            node *= 2
+            node += 1
+            node += right
+            if full:
+                out[depth + 1] = node
+        if not full:
+            out[0] = node - (2**self.height - 1)  # leaf number 0 .. 2**h - 1
         return out
 
     def _path_missing(self, x: np.ndarray) -> np.ndarray:
         """One record with missing values: River's rule uses current l_mass."""
-        out = np.zeros((self.n_trees, self.height + 1), dtype=np.int64)
+        lm = self.l_mass
+        out = np.zeros((self.n_trees, self.height + 1), dtype=np.intp)
         for t in range(self.n_trees):
             node = 0
             for depth in range(self.height):
                 v = x[self._feat[t, node]]
                 if np.isnan(v):
                     lft, rgt = 2 * node + 1, 2 * node + 2
-                    node = rgt if self._l[t, lft] < self._l[t, rgt] else lft
+                    node = rgt if lm[t, lft] < lm[t, rgt] else lft
                 else:
-                    node = 2 * node + 1 + (v >= self._thr[t, node])
+                    node = 2 * node + 1 + int(v >= self._thr[t, node])
                 out[t, depth + 1] = node
-        return out
+        if self._table:
+            return (out[:, -1:] - (2**self.height - 1)).T
+        return out.T
 
     def _score_paths(self, paths: np.ndarray) -> np.ndarray:
+        n = paths.shape[1]
         if self.first_window:
-            return np.zeros(len(paths))
-        r = self._r[np.arange(self.n_trees)[None, :, None], paths]  # (n, T, h+1)
+            return np.zeros(n)
+        T = self.n_trees
+        if self._table:
+            off = (np.arange(T, dtype=np.intp) * self._F.shape[1])[None, :]
+            per_tree = np.take(self._F.reshape(-1), paths[0] + off)
+            return 1.0 - per_tree.sum(axis=1).astype(np.float64) / self.max_score
+        off = (np.arange(T, dtype=np.intp) * self._n_nodes)[None, None, :]
+        r = np.take(self._r.reshape(-1), paths + off)  # (h+1, n, T)
         # a node counts only if every node above it had r_mass >= size_limit
-        alive = np.ones(r.shape, dtype=bool)
-        alive[:, :, 1:] = np.cumprod(r[:, :, :-1] >= self.size_limit, axis=2, dtype=bool)
-        weights = 2 ** np.arange(self.height + 1, dtype=np.int64)
-        per_tree = (r * alive * weights).sum(axis=2)  # integers: exact
-        total = per_tree.sum(axis=1).astype(np.float64)
-        return 1.0 - total / self.max_score
+        total = np.zeros(n, dtype=np.int64)
+        alive = np.ones((n, T), dtype=bool)
+        for d in range(self.height + 1):
+            total += (np.where(alive, r[d], 0) * (2**d)).sum(axis=1)
+            alive &= r[d] >= self.size_limit
+        return 1.0 - total.astype(np.float64) / self.max_score  # integer sums: exact
 
     def _learn_paths(self, paths: np.ndarray) -> None:
-        flat = (paths + (np.arange(self.n_trees) * self._n_nodes)[None, :, None]).ravel()
-        size = self._l.size
-        if flat.size * 8 > size:
-            self._l += np.bincount(flat, minlength=size).reshape(self._l.shape)
-        else:
-            np.add.at(self._l.reshape(-1), flat, 1)
+        T = self.n_trees
+        if self._table:
+            nl = self._leaf_l.shape[1]
+            flat = (paths[0] + (np.arange(T, dtype=np.intp) * nl)[None, :]).ravel()
+            self._leaf_l += np.bincount(flat, minlength=self._leaf_l.size).reshape(self._leaf_l.shape)
+            return
+        flat = (paths + (np.arange(T, dtype=np.intp) * self._n_nodes)[None, None, :]).ravel()
+        np.add.at(self._l.reshape(-1), flat, 1)
+        self._touched_l.append(flat)
 
     def _pivot(self) -> None:
-        self._r = self._l
-        self._l = np.zeros_like(self._r)
+        if self._table:
+            self._r = self._full_from_leaves(self._leaf_l)
+            self._leaf_l[:] = 0
+            self._F = self._leaf_table()
+        else:
+            # swap the arrays; clear only what the old reference window touched
+            old = self._r
+            for idx in self._touched_r:
+                old.reshape(-1)[idx] = 0
+            self._r, self._l = self._l, old
+            self._touched_r, self._touched_l = self._touched_l, []
         self.first_window = False
         self.counter = 0
 
@@ -214,10 +321,12 @@ class HalfSpaceTrees:
         out = np.zeros(n)
         missing = np.isnan(X).any(axis=1)
         paths = self._paths(X)
+        if learn and self._table and n and not missing.any():
+            return self._run_table(paths[0], score)
         if not learn:
             if missing.any():
                 for i in np.flatnonzero(missing):
-                    paths[i] = self._path_missing(X[i])
+                    paths[:, i] = self._path_missing(X[i])
             out[:] = self._score_paths(paths)
             return out
         pos = 0
@@ -229,14 +338,14 @@ class HalfSpaceTrees:
                 # records just before it: go record by record in this chunk
                 for i in range(pos, pos + take):
                     if missing[i]:
-                        paths[i] = self._path_missing(X[i])
+                        paths[:, i] = self._path_missing(X[i])
                     if score:
-                        out[i] = self._score_paths(paths[i : i + 1])[0]
-                    self._learn_paths(paths[i : i + 1])
+                        out[i] = self._score_paths(paths[:, i : i + 1])[0]
+                    self._learn_paths(paths[:, i : i + 1])
             else:
                 if score:
-                    out[sl] = self._score_paths(paths[sl])
-                self._learn_paths(paths[sl])
+                    out[sl] = self._score_paths(paths[:, sl])
+                self._learn_paths(paths[:, sl])
             self.counter += take
             pos += take
             if self.counter == self.window_size:
@@ -261,7 +370,7 @@ class HalfSpaceTrees:
             "counter": self.counter,
             "first_window": self.first_window,
             # trees are rebuilt from the seed; masses are the learned state
-            "l_mass": None if self._l is None else self._l.tolist(),
+            "l_mass": None if self._r is None else self.l_mass.tolist(),
             "r_mass": None if self._r is None else self._r.tolist(),
         }
 
@@ -273,8 +382,16 @@ class HalfSpaceTrees:
         m = cls(**p)
         if state["n_features"] is not None:
             m._init(int(state["n_features"]))
-            m._l = np.asarray(state["l_mass"], dtype=np.int64).reshape(m._l.shape)
-            m._r = np.asarray(state["r_mass"], dtype=np.int64).reshape(m._r.shape)
+            shape = (m.n_trees, m._n_nodes)
+            lm = np.asarray(state["l_mass"], dtype=np.int64).reshape(shape)
+            m._r = np.asarray(state["r_mass"], dtype=np.int64).reshape(shape)
+            if m._table:
+                m._leaf_l = lm[:, 2**m.height - 1 :].copy()
+                m._F = m._leaf_table()
+            else:
+                m._l = lm
+                m._touched_l = [np.flatnonzero(lm)]
+                m._touched_r = [np.flatnonzero(m._r)]
         m.counter = int(state["counter"])
         m.first_window = bool(state["first_window"])
         return m

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import NumericWindowDetector, bin_counts, fmt_p
+from detectors.window import NumericWindowDetector, bin_counts
 
 LN2 = float(np.log(2.0))
 
@@ -93,9 +93,3 @@ class JensenShannonDrift(NumericWindowDetector):
 
     def _p_value(self, js):
         return stats.chi2.sf(js * self._scale, self._dof)
-
-    def _explain(self, window, positions, batch_start, statistic, threshold, detected):
-        detail, extra, examples = super()._explain(
-            window, positions, batch_start, statistic, threshold, detected
-        )
-        return detail[:-1] + fmt_p(float(self._p_value(statistic))) + ")", extra, examples

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from detectors.window import NumericWindowDetector, fmt_p
+from detectors.window import NumericWindowDetector
 
 
 class KSDrift(NumericWindowDetector):
@@ -113,9 +113,3 @@ class KSDrift(NumericWindowDetector):
 
     def _p_value(self, d):
         return np.clip(stats.kstwo.sf(d, self._en), 0.0, 1.0)
-
-    def _explain(self, window, positions, batch_start, statistic, threshold, detected):
-        detail, extra, examples = super()._explain(
-            window, positions, batch_start, statistic, threshold, detected
-        )
-        return detail[:-1] + fmt_p(float(self._p_value(statistic))) + ")", extra, examples

@@ -16,7 +16,9 @@ cumulative sum over the merged samples, evaluated only at the end of tie
 runs, as ``searchsorted(side="right")`` does), and scipy's p-value in
 ``method="auto"`` (exact for equal sizes) depends only on ``(stat_size, h)``:
 it is tabulated once.  The only per-value Python left is drawing the random
-sample, to keep River's random stream.
+sample, to keep River's random stream (CPython's ``sample`` with its method
+layers inlined, checked against ``random.sample`` at import): it is about
+two thirds of the cost, the price of identical decisions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,49 @@ from scipy import stats
 from detectors.base import Detector, DriftResult
 
 _TESTS_PER_SLICE = 2048
+
+
+def _pool_samples(rng: random.Random, n: int, k: int, count: int) -> list[list[int]]:
+    """``count`` successive ``rng.sample(range(n), k)`` results, consuming the
+    generator exactly as CPython's ``sample`` does in its "pool" branch
+    (``_randbelow`` = ``getrandbits(bit_length)`` with rejection), with the
+    method-call layers inlined: ~1.6x faster than calling ``sample``."""
+    grb = rng.getrandbits
+    bits = [(n - i).bit_length() for i in range(k)]
+    base = list(range(n))
+    out = []
+    for _ in range(count):
+        pool = base[:]
+        res = [0] * k
+        for i in range(k):
+            m = n - i
+            b = bits[i]
+            j = grb(b)
+            while j >= m:
+                j = grb(b)
+            res[i] = pool[j]
+            pool[j] = pool[m - 1]
+        out.append(res)
+    return out
+
+
+def _uses_pool(n: int, k: int) -> bool:
+    """Whether CPython's sample(range(n), k) takes the pool branch."""
+    import math
+
+    setsize = 21
+    if k > 5:
+        setsize += 4 ** math.ceil(math.log(k * 3, 4))
+    return n <= setsize
+
+
+def _check_pool_emulation() -> bool:
+    a, b = random.Random(7), random.Random(7)
+    ok = [a.sample(range(70), 30) for _ in range(50)] == _pool_samples(b, 70, 30, 50)
+    return ok and a.random() == b.random()
+
+
+_POOL_OK = _check_pool_emulation()  # falls back to rng.sample on other Pythons
 
 
 @lru_cache(maxsize=32)
@@ -111,8 +156,11 @@ class KSWIN(Detector):
         det = -1
         if len(g):
             pop = range(W - r)
-            sample = self._rng.sample
-            picks = np.array([sample(pop, r) for _ in range(len(g))], dtype=np.int64)
+            if _POOL_OK and _uses_pool(W - r, r):
+                picks = np.array(_pool_samples(self._rng, W - r, r, len(g)), dtype=np.int64)
+            else:
+                sample = self._rng.sample
+                picks = np.array([sample(pop, r) for _ in range(len(g))], dtype=np.int64)
             start = (g - W + 1)[:, None]
             a = buf[start + picks]
             b = buf[(g - r + 1)[:, None] + np.arange(r)[None, :]]

@@ -222,14 +222,17 @@ class MMDDriftOnline(Detector):
         W = self.window_size
         # Concat row j is row number (before + j + 1) since the last restart.
         before = self._since_restart - b
-        first = max(0, W - 1 - before)
-        if len(z) - 1 < first:
+        # Windows are concat rows end-W+1..end. The buffer holds at most W-1
+        # rows, all since the last restart, so the full windows are exactly
+        # those ending at concat row W-1 or later, and all end at a new row.
+        ends = np.arange(W - 1, len(z))
+        if len(ends) == 0:
             self._since_restart += m
-            self._buf = z[-min(W - 1, self._since_restart) :] if self._since_restart else z[:0]
+            keep = min(W - 1, self._since_restart)
+            self._buf = z[len(z) - keep :] if keep else z[:0]
             return None
         phi = self._phi(z)
         csum = np.vstack([np.zeros((1, phi.shape[1])), np.cumsum(phi, axis=0)])
-        ends = np.arange(max(first, W - 1), len(z))  # windows are rows end-W+1..end
         win_mean = (csum[ends + 1] - csum[ends + 1 - W]) / W
         stat = ((win_mean - self._mu_ref) ** 2).sum(axis=1)
         over = stat > self.threshold

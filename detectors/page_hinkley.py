@@ -19,10 +19,10 @@ from scipy.signal import lfilter
 
 from detectors.base import Detector, DriftResult
 
-# Work on slices of at most this many records: bounds the work wasted after a
-# detection (everything past it is recomputed from a fresh state) and the
-# temporary memory.
-_CHUNK = 8192
+# Work on slices of records: everything past a detection is recomputed from a
+# fresh state, so slices adapt to about twice the typical run between
+# detections (bounded both ways). Only speed depends on this, never results.
+_MIN_CHUNK, _MAX_CHUNK = 256, 65536
 
 
 class PageHinkley(Detector):
@@ -78,6 +78,7 @@ class PageHinkley(Detector):
         self.alpha = float(alpha)
         self.mode = mode
         self.n_seen = 0
+        self._chunk = 8192
         self._reset()
 
     def _reset(self) -> None:
@@ -151,10 +152,11 @@ class PageHinkley(Detector):
         batch_start = self.n_seen
         i = 0
         while i < len(x):
-            seg = x[i : i + _CHUNK]
+            seg = x[i : i + self._chunk]
             det, stats = self._scan(seg)
             last_stats = stats
             if det >= 0:
+                self._chunk = int(min(_MAX_CHUNK, max(_MIN_CHUNK, (self._chunk + 2 * (det + 1)) // 2)))
                 up = stats["inc"] > self.threshold and self.mode != "down"
                 detections.append(self.n_seen - 1)
                 changes.append(self._argmin_inc if up else self._argmax_dec)
@@ -162,6 +164,7 @@ class PageHinkley(Detector):
                 self._reset()
                 i += det + 1
             else:
+                self._chunk = min(_MAX_CHUNK, 2 * self._chunk)
                 i += len(seg)
         if last_stats is None:
             return None

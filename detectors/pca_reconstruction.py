@@ -213,12 +213,11 @@ class PCAReconstructionDrift(WindowedTwoSampleDetector):
         z = np.abs(dev) / self._se if self._se > 0 else np.full(np.shape(dev), np.inf)
         return np.minimum(1.0, 2 * stats.norm.sf(z))
 
-    def _explain(self, window, positions, batch_start, statistic, threshold, detected):
+    def _explain(self, window, positions, batch_start, statistic, threshold, detected, p_value):
         wm = float(window.mean())
         direction = "rose" if wm > self._err_mean else "fell"
         cmp = ">" if detected else "<="
-        p = float(self._p_value(wm - self._err_mean))
-        test = f"{self.stat_label}={statistic:.3g} {cmp} {threshold:.3g}{fmt_p(p)}"
+        test = f"{self.stat_label}={statistic:.3g} {cmp} {threshold:.3g}{fmt_p(p_value)}"
         if detected:
             why = (
                 "the features no longer vary together as in the reference"

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import NumericWindowDetector, bin_counts, fmt_p, row_sum
+from detectors.window import NumericWindowDetector, bin_counts, row_sum
 
 
 class PSIDrift(NumericWindowDetector):
@@ -98,9 +98,3 @@ class PSIDrift(NumericWindowDetector):
 
     def _p_value(self, psi):
         return stats.chi2.sf(psi / self._scale, self._dof)
-
-    def _explain(self, window, positions, batch_start, statistic, threshold, detected):
-        detail, extra, examples = super()._explain(
-            window, positions, batch_start, statistic, threshold, detected
-        )
-        return detail[:-1] + fmt_p(float(self._p_value(statistic))) + ")", extra, examples

@@ -334,7 +334,10 @@ class StreamingAnomalyScorer(Detector):
             change_index=(self.t - len(scores) + int(np.flatnonzero(changes)[-1])) if changes.any() else None,
             examples=tuple(int(i) for i in flagged[np.argsort(-scores[flagged], kind="stable")][:5]),
             detail=f"streaming anomaly: max score {mx:.3f} ({len(flagged)} values above {thr})",
-            extra={"scores": scores.tolist(), "change_points": np.flatnonzero(changes).tolist()},
+            extra={
+                "anomaly_ratio": float(len(flagged) / max(1, np.isfinite(scores).sum())),
+                "change_points": np.flatnonzero(changes).tolist(),  # positions in the batch
+            },
         )
 
     def state_dict(self) -> dict[str, Any]:

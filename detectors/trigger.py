@@ -76,6 +76,7 @@ True
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 from typing import Any, Self
 
@@ -244,12 +245,12 @@ class TriggerActivation:
         self.vocab: list[dict[str, int]] = []
         for f in self.cat_features:
             col = np.asarray(categorical[f], dtype=object)
-            col = col[np.array([v is not None for v in col], dtype=bool)] if len(col) else col
+            col = col[col != None] if len(col) else col  # noqa: E711 - elementwise
             vals, cnt = np.unique(col.astype(str), return_counts=True) if len(col) else ([], [])
             order = np.argsort(-np.asarray(cnt), kind="stable")
             self.vocab.append({str(vals[i]): j for j, i in enumerate(order[: p["max_categories"]])})
         # classes
-        ys = y[np.array([v is not None for v in y], dtype=bool)] if n else y
+        ys = y[y != None] if n else y  # noqa: E711 - elementwise
         self.classes: list[str] = sorted(set(map(str, ys)))[: p["max_classes"]]
         self._class_pos = {c: i for i, c in enumerate(self.classes)}
         K = len(self.classes)
@@ -299,7 +300,7 @@ class TriggerActivation:
             block = np.zeros((n, V), dtype=bool)
             if f in categorical and n:
                 col = np.asarray(categorical[f], dtype=object)
-                present = np.array([v is not None for v in col], dtype=bool)
+                present = np.asarray(col != None, dtype=bool)  # noqa: E711 - elementwise
                 if present.any():
                     vals, inv = np.unique(col[present].astype(str), return_inverse=True)
                     vocab = self.vocab[g]
@@ -320,7 +321,7 @@ class TriggerActivation:
         B = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), dtype=bool)
         codes = np.full(n, -1, dtype=np.int64)
         if n:
-            present = np.array([v is not None for v in y], dtype=bool)
+            present = np.asarray(y != None, dtype=bool)  # noqa: E711 - elementwise
             if present.any():
                 vals, inv = np.unique(y[present].astype(str), return_inverse=True)
                 code_of = np.empty(len(vals), dtype=np.int64)
@@ -432,11 +433,13 @@ class TriggerActivation:
         self._buf_num, self._buf_cat, self._buf_y, self._buf_n = {}, {}, [], 0
         rest = len(y) - take
         if rest > 0:
-            return self.update(
+            out = self.update(
                 {f: np.asarray(c)[take:] for f, c in numeric.items()},
                 {f: np.asarray(c)[take:] for f, c in categorical.items()},
                 y[take:], None if request_ids is None else np.asarray(request_ids, dtype=object)[take:],
             )
+            # examples are positions in the batch the caller passed, not in the tail
+            return [dataclasses.replace(r, examples=tuple(i + take for i in r.examples)) for r in out]
         return []
 
     def _prior_rate(self) -> np.ndarray:
@@ -492,7 +495,6 @@ class TriggerActivation:
             self.pair_ref_c[idx] = int(both.sum())
 
     def _feature_of_condition(self) -> list[str]:
-        F = len(self.num_features)
         V = self.params["max_categories"]
         return list(self.num_features) * 2 + [f for f in self.cat_features for _ in range(V)]
 

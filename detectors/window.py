@@ -145,6 +145,7 @@ class WindowedTwoSampleDetector(Detector):
         statistic: float,
         threshold: float,
         detected: bool,
+        p_value: float | None,
     ) -> tuple[str, dict[str, Any], tuple[int, ...]]:
         """``(detail, extra, examples)`` for one tested window."""
 
@@ -220,8 +221,9 @@ class WindowedTwoSampleDetector(Detector):
         p_todo = None if pval is None else pval(todo)
         results = []
         for j, i in enumerate(todo):
+            p_i = None if p_todo is None else float(p_todo[j])
             detail, extra, examples = self._explain(
-                windows[i], wpos[i], batch_start, float(stat[i]), float(thr[i]), bool(detected[i])
+                windows[i], wpos[i], batch_start, float(stat[i]), float(thr[i]), bool(detected[i]), p_i
             )
             span = int(wpos[i, -1] - wpos[i, 0] + 1)
             extra.update(
@@ -238,7 +240,7 @@ class WindowedTwoSampleDetector(Detector):
                     threshold=float(thr[i]),
                     detected=bool(detected[i]),
                     n_seen=int(wpos[i, -1]) + 1,
-                    p_value=None if p_todo is None else float(p_todo[j]),
+                    p_value=p_i,
                     change_index=int(wpos[i, 0]),
                     examples=tuple(int(e) for e in examples),
                     detail=detail,
@@ -424,7 +426,10 @@ class NumericWindowDetector(WindowedTwoSampleDetector):
         self._edges = np.asarray(state["edges"], dtype=np.float64)
         self._ref_counts = np.asarray(state["counts"], dtype=np.int64)
 
-    def _explain(self, window, positions, batch_start, statistic, threshold, detected):
+    #: how the p-value is introduced in a detail ("p<=" for bounds)
+    p_prefix: ClassVar[str] = "p="
+
+    def _explain(self, window, positions, batch_start, statistic, threshold, detected, p_value):
         counts = bin_counts(window[None, :], self._edges)[0]
         w_share = counts / len(window)
         r_share = self._ref_counts / self._ref_n
@@ -449,6 +454,7 @@ class NumericWindowDetector(WindowedTwoSampleDetector):
         examples = tuple((positions[cand[order]] - batch_start).tolist())
         cmp = ">" if detected else "<="
         test = f"{self.stat_label}={statistic:.3g} {cmp} {threshold:.3g}"
+        test += fmt_p(p_value).replace("p=", self.p_prefix)
         if detected:
             detail = (
                 f"mean moved from {self._ref_mean:.3g} to {wm:.3g}; {where} went from "

@@ -7,6 +7,7 @@ on everything is numpy.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 
 import numpy as np
@@ -23,46 +24,44 @@ def _object_array(values: list) -> np.ndarray:
     return out
 
 
+def _category(value) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    return repr(float(value))
+
+
 def _float_array(values: list) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(values, dtype=np.float64)  # None becomes NaN
 
 
 def build_model_batch(model_id: str, records: list[Record]) -> ModelBatch:
     """Columns for one model's records (arrival order kept).
 
     A feature is numeric when every non-null value in the batch is a number,
-    otherwise categorical (numbers then compared as their string form).
+    otherwise categorical: bools become ``"true"``/``"false"`` and numbers are
+    compared as their string form.
     """
     n = len(records)
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record.features))
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, np.ndarray] = {}
-    for name in names:
-        column = [record.features.get(name) for record in records]
-        if all(v is None or isinstance(v, float) for v in column):
+    for name, column in _feature_columns([record.features for record in records]).items():
+        types = set(map(type, column))
+        if str not in types and bool not in types:
             numeric[name] = _float_array(column)
         else:
-            categorical[name] = _object_array(
-                [v if v is None or isinstance(v, str) else repr(v) for v in column]
-            )
+            categorical[name] = _object_array([_category(v) for v in column])
 
     classes: list[str] = []
     probabilities = None
-    if any(r.probabilities for r in records):
-        seen: dict[str, None] = {}
-        for record in records:
-            if record.probabilities:
-                seen.update(dict.fromkeys(record.probabilities))
-        classes = list(seen)
-        position = {c: j for j, c in enumerate(classes)}
-        probabilities = np.full((n, len(classes)), np.nan)
-        for i, record in enumerate(records):
-            if record.probabilities:
-                probabilities[i, :] = 0.0
-                for cls, p in record.probabilities.items():
-                    probabilities[i, position[cls]] = p
+    has_probabilities = np.array([r.probabilities is not None for r in records])
+    if has_probabilities.any():
+        columns = _feature_columns([r.probabilities or {} for r in records])
+        classes = list(columns)
+        # a class missing from a record's probabilities has probability 0
+        probabilities = np.nan_to_num(np.array(list(columns.values()), dtype=np.float64).T, nan=0.0)
+        probabilities[~has_probabilities] = np.nan
 
     return ModelBatch(
         model_id=model_id,
@@ -82,6 +81,22 @@ def build_model_batch(model_id: str, records: list[Record]) -> ModelBatch:
         canary=_object_array([(r.tags or {}).get("canary") for r in records]),
         tags=[r.tags for r in records],
     )
+
+
+def _feature_columns(rows: list[dict]) -> dict[str, list]:
+    """Transpose feature dicts into columns (None where a record lacks one)."""
+    first = rows[0] if rows else {}
+    if all(row.keys() == first.keys() for row in rows):
+        # The usual case, every record with the same features: one C-level
+        # itemgetter call per record and a zip transpose.
+        names = list(first)
+        if len(names) == 1:
+            return {names[0]: [row[names[0]] for row in rows]}
+        return dict(zip(names, map(list, zip(*map(operator.itemgetter(*names), rows))))) if names else {}
+    names_seen: dict[str, None] = {}
+    for row in rows:
+        names_seen.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in names_seen}
 
 
 def group_by_model(records: list[Record]) -> dict[str, list[Record]]:

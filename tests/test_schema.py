@@ -34,7 +34,8 @@ def test_valid_record_is_typed():
     assert reject is None
     assert record.model_id == "credit-risk"
     assert record.timestamp == pytest.approx(1796025600.0)
-    assert record.features == {"age": 41.0, "income": 52000.0, "country": "fr", "returning": "true", "missing": None}
+    # bools stay bools here; the router makes them categorical "true"/"false"
+    assert record.features == {"age": 41.0, "income": 52000.0, "country": "fr", "returning": True, "missing": None}
     assert (record.predicted_class, record.score) == ("approve", 0.93)
     assert record.probabilities == {"approve": 0.93, "deny": 0.07}
     assert record.tags == {"canary": "probe-1"}
@@ -97,6 +98,8 @@ CASES = [
     ("invalid_value", with_fields(timestamp=-5), {}),
     ("invalid_value", with_fields(artifact_digest="md5:abc"), {}),
     ("invalid_value", with_fields(prediction={"probabilities": {"a": 1.5}}), {}),
+    ("invalid_value", with_fields(features={"x" * 129: 1}), {}),
+    ("invalid_type", with_fields(prediction={"probabilities": {"a": None}}), {}),
     ("too_many_features", with_fields(features={f"f{i}": i for i in range(11)}), {"max_features": 10}),
 ]
 

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from detectors.calibration import benjamini_hochberg, per_test_alpha
 from detectors.ks import KSDrift

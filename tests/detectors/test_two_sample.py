@@ -104,6 +104,15 @@ def test_wasserstein_matches_scipy():
         got, _, _ = det._test(windows)
         want = [stats.wasserstein_distance(ref, x) / ref.std() for x in windows]
         np.testing.assert_allclose(got, want, rtol=1e-9)
+    # Ties between and within samples; a constant reference (unit scale).
+    ref = np.round(rng.normal(size=999), 1)
+    windows = np.round(rng.normal(0.3, size=(4, 250)), 1)
+    got, _, _ = WassersteinDrift(ref, window_size=250)._test(windows)
+    want = [stats.wasserstein_distance(ref, x) / ref.std() for x in windows]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    windows = rng.normal(2.0, size=(3, 100))
+    got, _, _ = WassersteinDrift(np.full(50, 2.0), window_size=100)._test(windows)
+    np.testing.assert_allclose(got, [stats.wasserstein_distance([2.0], x) for x in windows], rtol=1e-9)
 
 
 def test_js_divergence_matches_scipy():

@@ -188,6 +188,9 @@ class Alertmanager:
 
 
 FAST_FOR = "3s"
+# Prometheus applies newly discovered targets up to 5 s after start, so up{} is
+# absent that long: keep absent()-based alerts longer than that or they fire on start.
+FAST_FOR_OVERRIDES = {"InfersightMonitorDown": "20s"}
 
 
 def shortened_rules(dest: Path) -> list[Path]:
@@ -200,7 +203,7 @@ def shortened_rules(dest: Path) -> list[Path]:
         for group in doc["groups"]:
             for rule in group["rules"]:
                 if "for" in rule:
-                    rule["for"] = FAST_FOR
+                    rule["for"] = FAST_FOR_OVERRIDES.get(rule.get("alert"), FAST_FOR)
         path = dest / src.name
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         out.append(path)
@@ -334,7 +337,7 @@ def run_alertmanager(workdir: Path, webhook: Webhook):
 
 @contextlib.contextmanager
 def run_prometheus(workdir: Path, targets: list[str], *, labels: dict | None = None,
-                   alertmanager_url: str | None = None):
+                   alertmanager_url: str | None = None, job_extra: dict | None = None):
     """Prometheus scraping ``targets`` as job "infersight" every second, with the
     repo's rules (``for:`` shortened, see shortened_rules) evaluated every second."""
     binary = require_binary("prometheus")
@@ -344,7 +347,8 @@ def run_prometheus(workdir: Path, targets: list[str], *, labels: dict | None = N
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [{"job_name": "infersight",
-                            "static_configs": [{"targets": targets, "labels": labels or {}}]}],
+                            "static_configs": [{"targets": targets, "labels": labels or {}}],
+                            **(job_extra or {})}],
     }
     if alertmanager_url:
         cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.split("//")[1]]}]}]}
@@ -383,6 +387,7 @@ def infersight_cli() -> list[str]:
 class Daemon:
     url: str
     topic: str
+    labels_topic: str | None
     proc: Proc
 
     def metrics(self) -> str:
@@ -393,9 +398,12 @@ class Daemon:
 
 @contextlib.contextmanager
 def run_daemon(workdir: Path, config: dict, *, bootstrap: str = KAFKA_BOOTSTRAP):
-    """`infersight run` on a fresh topic and consumer group, metrics on a free port."""
+    """`infersight run` on a fresh topic and consumer group, metrics on a free port,
+    delayed labels on ``<topic>.labels`` (unless the config names a labels topic)."""
     workdir.mkdir(parents=True, exist_ok=True)
     topic = f"ops-test-{uuid.uuid4().hex[:10]}"
+    config = json.loads(json.dumps(config))  # a copy
+    labels_topic = config.setdefault("kafka", {}).setdefault("labels_topic", f"{topic}.labels")
     cfg_path = workdir / "infersight.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
@@ -407,7 +415,7 @@ def run_daemon(workdir: Path, config: dict, *, bootstrap: str = KAFKA_BOOTSTRAP)
         f"http://127.0.0.1:{port}/healthz",
         timeout=60,
     )
-    daemon = Daemon(f"http://127.0.0.1:{port}", topic, proc)
+    daemon = Daemon(f"http://127.0.0.1:{port}", topic, labels_topic, proc)
     try:
         wait_for(lambda: proc.check_alive() or "infersight_kafka_connected 1.0" in daemon.metrics(), 60,
                  what="the daemon to connect to Kafka")
@@ -418,7 +426,8 @@ def run_daemon(workdir: Path, config: dict, *, bootstrap: str = KAFKA_BOOTSTRAP)
 
 def simulate(daemon: Daemon, *args: str, bootstrap: str = KAFKA_BOOTSTRAP, timeout: float = 180) -> str:
     out = subprocess.run(
-        [*infersight_cli(), "simulate", "--bootstrap-servers", bootstrap, "--topic", daemon.topic, *args],
+        [*infersight_cli(), "simulate", "--bootstrap-servers", bootstrap, "--topic", daemon.topic,
+         *(["--labels-topic", daemon.labels_topic] if daemon.labels_topic else []), *args],
         capture_output=True, text=True, cwd=REPO, timeout=timeout,
     )
     assert out.returncode == 0, f"simulate failed:\n{out.stdout}\n{out.stderr}"

@@ -86,7 +86,8 @@ def stack(tmp_path_factory):
             raise
         t["drift_notified"] = time.monotonic() - t["start"]
         yield {"webhook": hook, "am": am, "daemon": daemon, "prom": prom, "t": t, "work": work}
-        print(f"\nalert pipeline timings (s since start): {({k: round(v, 1) for k, v in t.items()})}")
+        print("\nalert pipeline timings (s since start):",
+              {k: round(v, 1) for k, v in t.items() if k != "start"})
 
 
 # --------------------------------------------------------------------------- A: fire
@@ -111,6 +112,16 @@ def test_input_drift_reaches_webhook_with_model_and_feature(stack):
     assert drifted == {(MODEL, FEATURE)}, drifted
     # no monitor alert got in the way
     assert not hook.alerts(alertname="InfersightMonitorDown")
+
+
+def test_healthy_parts_stay_silent(stack):
+    """On this healthy pipeline only the shifted model may alert (its drift, and its
+    accuracy: the simulator's labels make it 65% right after the shift): no silent
+    model, no rejects, no lag, no hidden-feature drift, no monitor alert."""
+    active = {(a["labels"]["alertname"], a["labels"].get("model")) for a in stack["prom"].api("alerts")["alerts"]}
+    allowed = {("InfersightInputDrift", MODEL), ("InfersightOutputDrift", MODEL),
+               ("InfersightPerformanceDegraded", MODEL)}
+    assert active <= allowed, active - allowed
 
 
 # --------------------------------------------------------------------------- B: dashboards
@@ -151,6 +162,23 @@ def test_promtool_check_metrics_accepts_exposition(stack):
     assert "infersight_drift_detected{" in text
 
 
+def test_every_metric_the_rules_use_is_exported(stack):
+    """Catches a renamed metric or label before it silently disables an alert."""
+    import re
+
+    from opskit import PROM_DIR
+
+    text = stack["daemon"].metrics()
+    exported = set(re.findall(r"^(infersight_\w+?)(?:\{| )", text, re.M))
+    missing = {}
+    for path in sorted((PROM_DIR / "rules").glob("*.yml")):
+        rules = re.sub(r"[\w]*:[\w:]+", " ", path.read_text())  # drop recording rule names (level:metric:op)
+        used = set(re.findall(r"\b(infersight_[a-z_]+)\b", rules))
+        if used - exported:
+            missing[path.name] = sorted(used - exported)
+    assert not missing, f"rules use metrics the daemon does not export: {missing}"
+
+
 # --------------------------------------------------------------------------- A: resolve
 def test_input_drift_resolves_on_normal_traffic(stack):
     """Last in the module: it changes the daemon's state."""
@@ -170,3 +198,15 @@ def test_input_drift_resolves_on_normal_traffic(stack):
     firing = [a for a in stack["prom"].api("alerts")["alerts"]
               if a["labels"].get("alertname") == "InfersightInputDrift" and a["state"] == "firing"]
     assert not firing, firing
+
+
+def test_monitor_down_pages_platform_team(stack):
+    """Last: stops the daemon. up == 0 -> InfersightMonitorDown at the platform pager,
+    even though the daemon's target carries team=fraud."""
+    hook, daemon = stack["webhook"], stack["daemon"]
+    daemon.proc.stop()
+    alert = wait_for(lambda: hook.alerts(alertname="InfersightMonitorDown", status="firing"), 60,
+                     what="InfersightMonitorDown at the webhook")[0]
+    assert alert["receiver_path"] == "ml-platform-pager"
+    assert alert["labels"]["instance"] == daemon.url.split("//")[1]
+    assert alert["labels"]["severity"] == "critical"

@@ -16,6 +16,7 @@ from opskit import AM_DIR, require_binary, wait_for
 CONFIG = AM_DIR / "alertmanager.yml"
 
 
+@pytest.mark.prometheus
 def test_amtool_check_config():
     amtool = require_binary("amtool")
     out = subprocess.run([amtool, "check-config", str(CONFIG)], capture_output=True, text=True)
@@ -37,6 +38,7 @@ ROUTES = [
 ]
 
 
+@pytest.mark.prometheus
 @pytest.mark.parametrize("labels,receiver", ROUTES, ids=[f"{l['alertname']}-{r}" for l, r in ROUTES])
 def test_routing_tree(labels, receiver):
     amtool = require_binary("amtool")

@@ -75,6 +75,8 @@ def test_dashboard_structure(name):
             unknown = {u for u in used if not u.startswith("__")} - set(variables)
             assert not unknown, f"{panel['title']}: undefined variables {unknown}"
     assert len(panel_ids) == len(set(panel_ids)), "duplicate panel ids"
+    titles = [p["title"] for p in iter_panels(dash["panels"]) if p["type"] != "row"]
+    assert len(titles) == len(set(titles)), "duplicate panel titles"
 
     # no data source pinned anywhere (by name, id or a concrete uid), except Grafana's built-in annotation
     def walk(node, path="$"):

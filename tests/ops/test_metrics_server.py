@@ -13,7 +13,7 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.metrics_server import hash_password, main, start_metrics_server, verify_password
+from monitor.metrics_server import hash_password, start_metrics_server, verify_password
 
 FAST = 1_000  # PBKDF2 iterations in tests; production default is 600k
 
@@ -176,3 +176,29 @@ def test_hash_password_cli_reads_stdin():
                          input="hunter2\n", capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[2]).stdout.strip()
     assert verify_password("hunter2", out)
+
+
+@pytest.mark.prometheus
+def test_real_prometheus_scrapes_over_tls_with_basic_auth(registry, tls_cert, tmp_path):
+    """The Prometheus side of docs/alerting.md works: scheme https + tls_config.ca_file +
+    basic_auth.password_file -> target up and samples stored; a wrong password -> 401."""
+    from opskit import run_prometheus, wait_for
+
+    cert, key = tls_cert
+    users = {"prometheus": hash_password("scrape-secret", iterations=FAST)}
+    (tmp_path / "pw").write_text("scrape-secret\n")
+    (tmp_path / "badpw").write_text("nope\n")
+    with start_metrics_server(registry, "127.0.0.1", 0, tls_cert_file=str(cert), tls_key_file=str(key),
+                              basic_auth_users=users) as srv:
+        target = f"127.0.0.1:{srv.port}"
+        tls = {"scheme": "https", "tls_config": {"ca_file": str(cert)}}
+        with run_prometheus(tmp_path / "prom-good", [target], job_extra={
+                **tls, "basic_auth": {"username": "prometheus", "password_file": str(tmp_path / "pw")}}) as prom:
+            wait_for(prom.targets_up, 30, what="the TLS + basic auth target to be up")
+            assert prom.query('infersight_records_total{model="m1"}')[0]["value"][1] == "3"
+        with run_prometheus(tmp_path / "prom-bad", [target], job_extra={
+                **tls, "basic_auth": {"username": "prometheus", "password_file": str(tmp_path / "badpw")}}) as prom:
+            def down_with_401():
+                active = prom.api("targets")["activeTargets"]
+                return active and active[0]["health"] == "down" and "401" in active[0]["lastError"]
+            wait_for(down_with_401, 30, what="the wrong password to be refused")

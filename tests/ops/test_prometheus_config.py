@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import yaml
 
 from opskit import PROM_DIR, require_binary
@@ -13,6 +14,7 @@ def _check(path) -> subprocess.CompletedProcess:
     return subprocess.run([require_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True)
 
 
+@pytest.mark.prometheus
 def test_static_scrape_config():
     out = _check(PROM_DIR / "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -20,6 +22,7 @@ def test_static_scrape_config():
     assert [j["job_name"] for j in cfg["scrape_configs"]] == ["infersight"]
 
 
+@pytest.mark.prometheus
 def test_kubernetes_scrape_config(tmp_path):
     """Debian's prometheus is built without Kubernetes discovery; if this promtool
     rejects kubernetes_sd_configs, check the same file with the discovery swapped for

@@ -32,12 +32,14 @@ def test_rule_files_exist():
     assert TEST_FILES, "no promtool unit tests in deploy/prometheus/tests"
 
 
+@pytest.mark.prometheus
 def test_promtool_check_rules():
     promtool = require_binary("promtool")
     out = subprocess.run([promtool, "check", "rules", *map(str, RULE_FILES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.prometheus
 def test_promtool_unit_tests():
     promtool = require_binary("promtool")
     out = subprocess.run([promtool, "test", "rules", *map(str, TEST_FILES)], capture_output=True, text=True,

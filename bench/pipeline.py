@@ -1,0 +1,85 @@
+"""Pipeline throughput, side by side with the decode ceiling (``make bench``).
+
+One run, one process, the same records for every stage, best of ``--repeat``:
+
+- ``orjson.loads`` per record: the floor any Python consumer pays to see the data;
+- ``decode_batch``: parse + validate (wire schema v1);
+- ``decode + route``: plus the columnar ModelBatch per model;
+- ``Pipeline.process``: decode, route, every detector of the default policy, alerts.
+
+Reported as records/s and as a ratio to ``orjson.loads``; absolute numbers move
+with the machine, ratios much less. Records are the simulator's: ~560 bytes,
+11 features (8 numeric, 3 categorical) and a probability vector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import orjson
+
+from monitor.config import Settings
+from monitor.pipeline import Pipeline
+from monitor.route import build_model_batch, group_by_model
+from monitor.schema import decode_batch
+from monitor.simulate import generate_records
+
+
+def best_rate(fn, batches, n_records, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for batch in batches:
+            fn(batch)
+        best = min(best, time.perf_counter() - started)
+    return n_records / best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=60_000, help="records per model (3 models)")
+    parser.add_argument("--batch", type=int, default=5000, help="records per poll batch")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    raws = [v for _, v in generate_records(models=3, records_per_model=args.records // 3, seed=1)]
+    batches = [raws[i : i + args.batch] for i in range(0, len(raws), args.batch)]
+    n = len(raws)
+
+    def route(batch):
+        records, _, _ = decode_batch(batch)
+        for model_id, group in group_by_model(records).items():
+            build_model_batch(model_id, group)
+
+    def pipeline_rate():
+        # a fresh pipeline each repeat, warmed past the reference (2000 records/model)
+        best = 0.0
+        for _ in range(args.repeat):
+            pipeline = Pipeline(Settings())
+            pipeline.process(raws[:6000])
+            started = time.perf_counter()
+            for batch in batches:
+                pipeline.process(batch)
+            best = max(best, n / (time.perf_counter() - started))
+        return best
+
+    rows = [
+        ("orjson.loads per record", best_rate(lambda b: [orjson.loads(r) for r in b], batches, n, args.repeat)),
+        ("decode_batch (parse + validate)", best_rate(decode_batch, batches, n, args.repeat)),
+        ("decode + route (columns per model)", best_rate(route, batches, n, args.repeat)),
+        ("Pipeline.process (default policy)", pipeline_rate()),
+    ]
+    base = rows[0][1]
+    print(f"# pipeline throughput: {n} records of ~{sum(map(len, raws)) // n} bytes, batches of {args.batch}, "
+          f"best of {args.repeat}; python {platform.python_version()}, 1 core")
+    print("| stage | records/s | vs orjson.loads |")
+    print("|---|---:|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
