@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from monitor.model_monitor import Finding
+from monitor.model_monitor import CLEAN, Finding
 
 log = logging.getLogger("infersight.alerts")
 
@@ -63,10 +63,16 @@ class _State:
     since: float = 0.0
     since_record: int | None = None
     examples: list[str] = field(default_factory=list)
+    last_event_time: float = 0.0
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+#: kinds that page on the first detection: each is already a calibrated,
+#: specific finding, and a swapped model must not serve for another window
+FIRE_AT_ONCE = frozenset({"artifact_unapproved", "canary_mismatch", "trigger_suspected", "segment_suppression"})
 
 
 class AlertBook:
@@ -78,7 +84,10 @@ class AlertBook:
         self.max_examples = max_examples
         self.states: dict[tuple[str, str, str], _State] = {}
 
-    def observe(self, findings: list[Finding]) -> list[AlertEvent]:
+    def observe(self, findings: list[Finding], complete: set[tuple[str, str]] = frozenset()) -> list[AlertEvent]:
+        """Step every alert the findings decide. For ``(model, kind)`` pairs in
+        ``complete`` the findings are the whole truth: an open alert of that
+        kind that was not found again gets a clean decision."""
         # One decision per subject per call: the strongest finding stands for it.
         decisions: dict[tuple[str, str, str], Finding] = {}
         for finding in findings:
@@ -86,6 +95,9 @@ class AlertBook:
             best = decisions.get(key)
             if best is None or _strength(finding) > _strength(best):
                 decisions[key] = finding
+        for key, state in self.states.items():
+            if key[:2] in complete and key not in decisions and state.status != "inactive":
+                decisions[key] = Finding(key[0], key[1], key[2], "", CLEAN, [], state.last_event_time)
         events = []
         for key, finding in decisions.items():
             event = self._step(key, finding)
@@ -96,6 +108,7 @@ class AlertBook:
 
     def _step(self, key: tuple[str, str, str], finding: Finding) -> AlertEvent | None:
         state = self.states.setdefault(key, _State())
+        state.last_event_time = finding.event_time
         if finding.result.detected:
             state.clears = 0
             state.hits += 1
@@ -106,7 +119,8 @@ class AlertBook:
                 state.examples = []
             if len(state.examples) < self.max_examples:
                 state.examples.extend(finding.example_request_ids[: self.max_examples - len(state.examples)])
-            if state.status == "pending" and state.hits >= self.fire_after:
+            fire_after = 1 if key[1] in FIRE_AT_ONCE else self.fire_after
+            if state.status == "pending" and state.hits >= fire_after:
                 state.status = "firing"
                 return self._event("firing", key, state, finding)
             return None

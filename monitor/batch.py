@@ -50,15 +50,25 @@ class ModelBatch:
 
     def slice(self, start: int, stop: int) -> ModelBatch:
         """Rows ``start:stop`` as a new batch (views where numpy allows)."""
+        return self.subset(slice(start, stop))
+
+    def subset(self, rows: slice | np.ndarray) -> ModelBatch:
+        """The rows selected by a slice or a boolean mask, as a new batch."""
 
         def cut(column):
-            return None if column is None else column[start:stop]
+            return None if column is None else column[rows]
 
+        if isinstance(rows, slice):
+            n = len(range(*rows.indices(self.n)))
+            tags = self.tags[rows]
+        else:
+            n = int(np.count_nonzero(rows))
+            tags = [tag for tag, keep in zip(self.tags, rows) if keep]
         return ModelBatch(
             model_id=self.model_id,
-            n=len(range(*slice(start, stop).indices(self.n))),
-            numeric={name: col[start:stop] for name, col in self.numeric.items()},
-            categorical={name: col[start:stop] for name, col in self.categorical.items()},
+            n=n,
+            numeric={name: cut(col) for name, col in self.numeric.items()},
+            categorical={name: cut(col) for name, col in self.categorical.items()},
             predicted_class=cut(self.predicted_class),
             prediction_value=cut(self.prediction_value),
             score=cut(self.score),
@@ -70,5 +80,5 @@ class ModelBatch:
             artifact_digests=cut(self.artifact_digests),
             latency_ms=cut(self.latency_ms),
             canary=cut(self.canary),
-            tags=self.tags[start:stop],
+            tags=tags,
         )

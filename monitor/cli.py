@@ -145,6 +145,8 @@ def format_event(event) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from monitor.simulate import Scenario, generate_records, with_labels
 
+    if args.scenario in TAMPER_SCENARIOS:
+        return _simulate_tamper(args)
     try:
         scenario = Scenario(
             name=args.scenario,
@@ -166,6 +168,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 counts[kind] += 1
         print(f"wrote {counts['record']} records to {args.output}"
               + (f" and {counts['label']} labels to {args.labels_output}" if args.labels_output else ""))
+        return 0
+    return _produce(args, stream)
+
+
+#: scenarios built from real (scikit-learn) models, in monitor/poisoned.py
+TAMPER_SCENARIOS = ("digits-backdoor", "digits-clean", "digits-swap", "malware-suppression")
+
+
+def _simulate_tamper(args: argparse.Namespace) -> int:
+    import orjson
+
+    try:
+        from monitor.poisoned import scenario_records
+        records = scenario_records(args.scenario, args.records, seed=args.seed)
+    except ImportError as exc:
+        print(f"infersight simulate: {args.scenario} trains a real model and needs scikit-learn "
+              f"(pip install 'infersight[scenarios]'): {exc}", file=sys.stderr)
+        return 1
+    stream = (("record", r["model_id"], orjson.dumps(r)) for r in records)
+    if args.output:
+        with open(args.output, "wb") as out:
+            count = sum(out.write(value + b"\n") > 0 for _, _, value in stream)
+        print(f"wrote {count} records to {args.output}")
         return 0
     return _produce(args, stream)
 
@@ -260,8 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="produce simulated inference traffic to Kafka or a file",
                          description="Realistic inference traffic for several models, seedable. "
                          "Scenarios change the first model (or --target-model) from record --shift-at on.")
-    sim.add_argument("--scenario", default="stable", help="stable | covariate_shift | gradual_drift | class_concentration")
-    sim.add_argument("--models", type=int, default=3, help="number of models (default 3)")
+    sim.add_argument("--scenario", default="stable",
+                     help="synthetic models: stable | covariate_shift | gradual_drift | class_concentration; "
+                     "real scikit-learn models (docs/threats.md): digits-backdoor (trigger on 3%% of requests "
+                     "from record 3000) | digits-clean | digits-swap (unapproved model from 4000) | "
+                     "malware-suppression (family=emotet stops being flagged from 4000)")
+    sim.add_argument("--models", type=int, default=3, help="number of synthetic models (default 3)")
     sim.add_argument("--records", type=int, default=10_000, help="records per model (default 10000)")
     sim.add_argument("--shift-at", type=int, default=5000, help="record of the target model where the change starts")
     sim.add_argument("--feature", default="f3", help="feature that shifts (f0..f7, default f3)")

@@ -107,6 +107,80 @@ class AlertSettings(_Section):
     example_request_ids: int = Field(5, ge=0, le=50)
 
 
+class IntegritySettings(_Section):
+    """Which model artifacts may serve (docs/threats.md)."""
+
+    approved: dict[str, list[str]] | None = Field(
+        None, description="model_id -> approved sha256 digests; a model not listed trusts its first digest"
+    )
+    registry_topic: str | None = Field(
+        None, description='compacted topic a registry publishes approvals to: key model_id, value {"digests": [...]}'
+    )
+    tofu_severity: Literal["critical", "warning"] = "critical"
+    max_digests_per_model: int = Field(8, ge=1, description="bound of infersight_model_artifact_info series")
+
+    @field_validator("approved")
+    @classmethod
+    def _digests(cls, approved):
+        import re
+
+        for model, digests in (approved or {}).items():
+            bad = [d for d in digests if not re.fullmatch(r"sha256:[0-9a-f]{64}", d)]
+            if bad:
+                raise ValueError(f"{model}: not sha256:<64 lowercase hex>: {bad[:3]}")
+        return approved
+
+
+class CanarySettings(_Section):
+    enabled: bool = True
+    expectations_file: Path | None = Field(None, description="JSON {probe_id: {label, score, tolerance}}; unset = learn")
+    learn_first: int = Field(3, ge=1, description="replays of a probe that set its expectation")
+    score_tolerance: float = Field(0.05, ge=0)
+    max_probes: int = Field(256, ge=1)
+
+
+class TriggerSettings(_Section):
+    enabled: bool = True
+    features: list[str] | None = Field(None, description="restrict the search; unset = all features")
+    n_reference: int = Field(2000, ge=100)
+    tail: float = Field(0.02, gt=0, lt=0.5)
+    min_support: int = Field(20, ge=1)
+    min_share: float = Field(0.6, gt=0, le=1)
+    min_lift: float = Field(3.0, ge=1)
+    min_rise: float = Field(0.3, ge=0, le=1)
+    max_entropy_bits: float = Field(1.5, ge=0)
+    alpha: float = Field(1e-6, gt=0, lt=1, description="false-alarm probability per evaluation (one per batch)")
+    max_conditions: int = Field(1024, ge=1)
+
+
+class SegmentSettings(_Section):
+    enabled: bool = True
+    segment_features: list[str] | None = Field(None, description="unset = every categorical feature")
+    classes: list[str] | None = Field(None, description="classes whose suppression matters, e.g. [malicious]")
+    n_reference: int = Field(3000, ge=100)
+    min_support: int = Field(30, ge=1)
+    min_expected: float = Field(10.0, gt=0)
+    min_relative_drop: float = Field(0.5, gt=0, le=1)
+    alpha: float = Field(1e-6, gt=0, lt=1, description="false-alarm probability per evaluation (one per batch)")
+
+
+class OutputShapeSettings(_Section):
+    detectors: list[Literal["class_concentration", "confidence_bimodality", "entropy_collapse"]] = [
+        "class_concentration",
+        "confidence_bimodality",
+        "entropy_collapse",
+    ]
+    n_reference: int = Field(2000, ge=100)
+    window: int = Field(500, ge=50)
+
+
+class TamperSettings(_Section):
+    canary: CanarySettings = CanarySettings()
+    trigger: TriggerSettings = TriggerSettings()
+    segment_suppression: SegmentSettings = SegmentSettings()
+    output_shape: OutputShapeSettings = OutputShapeSettings()
+
+
 class LimitSettings(_Section):
     max_models: int = Field(1000, ge=1)
     max_features_per_model: int = Field(256, ge=1)
@@ -121,6 +195,8 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     policy: PolicySettings = PolicySettings()
     alerts: AlertSettings = AlertSettings()
+    integrity: IntegritySettings = IntegritySettings()
+    tamper: TamperSettings = TamperSettings()
     limits: LimitSettings = LimitSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -68,6 +68,48 @@ class _RebalanceRecorder(ConsumerRebalanceListener):
         return revoked, assigned
 
 
+class _RegistryFeed:
+    """Approved artifacts published by a model registry to a compacted topic
+    (key ``model_id``, value ``{"digests": ["sha256:..."]}``). Every daemon
+    reads all of it, from the beginning, outside the consumer group."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        self.topic = topic
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+            client_id="infersight-registry", bootstrap_timeout_ms=5000,
+        )
+        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
+        self.consumer.assign(partitions)
+        if partitions:
+            self.consumer.seek_to_beginning(*partitions)
+
+    def catch_up(self, pipeline: Pipeline, timeout: float = 60.0) -> None:
+        """Apply everything published so far, before the first inference record."""
+        partitions = list(self.consumer.assignment())
+        ends = self.consumer.end_offsets(partitions) if partitions else {}
+        deadline = time.monotonic() + timeout
+        while any(self.consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
+            self.poll(pipeline, timeout_ms=500)
+
+    def poll(self, pipeline: Pipeline, timeout_ms: int = 0) -> None:
+        for messages in self.consumer.poll(timeout_ms=timeout_ms).values():
+            for message in messages:
+                model_id = (message.key or b"").decode("utf-8", "replace")
+                try:
+                    digests = [] if message.value is None else orjson.loads(message.value)["digests"]
+                    if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+                        raise TypeError("digests must be a list of strings")
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    log.warning("registry %s offset %d: ignored (%s)", self.topic, message.offset, exc)
+                    continue
+                pipeline.set_approved(model_id, digests)
+                log.info("registry: %s approved digests now %s", model_id, digests or "none")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class Daemon:
     def __init__(self, settings: Settings, pipeline: Pipeline, runtime: RuntimeStatus):
         self.settings = settings
@@ -77,6 +119,7 @@ class Daemon:
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.checkpoints: CheckpointStore | None = None
+        self.registry: _RegistryFeed | None = None
         self.rebalances = _RebalanceRecorder()
         # (partition, key) -> offset: records a restored state already reflects
         self.skip_until: dict[tuple[int, bytes], int] = {}
@@ -122,6 +165,10 @@ class Daemon:
                 )
                 checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.checkpoint_topic, producer)
                 checkpoints.ensure_topic()
+                registry_topic = self.settings.integrity.registry_topic
+                self.registry = _RegistryFeed(kafka.bootstrap_servers, registry_topic) if registry_topic else None
+                if self.registry is not None:
+                    self.registry.catch_up(self.pipeline)
             except KafkaError as exc:
                 self.runtime.kafka_connected = False
                 log.warning(
@@ -160,6 +207,8 @@ class Daemon:
                 try:
                     polled = self.consumer.poll(timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_poll_records)
                     self._apply_rebalance()
+                    if self.registry is not None:
+                        self.registry.poll(self.pipeline)  # approvals before the records they govern
                     if polled:
                         self._handle(polled)
                     if time.monotonic() >= self._next_checkpoint:
@@ -262,6 +311,8 @@ class Daemon:
         self.runtime.kafka_connected = True
 
     def _close(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
         if self.producer is not None:
             try:
                 self.producer.flush(timeout=10)

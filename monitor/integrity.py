@@ -253,6 +253,24 @@ class ArtifactIntegrity:
             "refused": self.refused,
         }
 
+    def model_state(self, model: str) -> dict[str, Any]:
+        """One model's share of the state (checkpoints are per model)."""
+        return {
+            "trusted": self.trusted.get(model),
+            "version": self.versions.get(model),
+            "seen": list(self.seen.get(model, [])),
+            "reported": list(self.reported.get(model, [])),
+        }
+
+    def load_model_state(self, model: str, state: dict[str, Any]) -> None:
+        for table, value in ((self.trusted, state["trusted"]), (self.versions, state["version"])):
+            if value is None:
+                table.pop(model, None)
+            else:
+                table[model] = value
+        self.seen[model] = list(state["seen"])
+        self.reported[model] = list(state["reported"])
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ArtifactIntegrity:
         ai = cls(None, state["max_digests"], state["max_models"], state["tofu_severity"], state["max_approvals"])

@@ -95,6 +95,11 @@ class InfersightCollector(Collector):
             "Label messages by outcome: matched a remembered prediction, unmatched, or prediction forgotten first",
             labels=["model", "outcome"],
         )
+        artifact = GaugeMetricFamily(
+            "infersight_model_artifact_info",
+            "Model artifacts recently served (1 per digest), and whether each is approved",
+            labels=["model", "digest", "approved"],
+        )
         active = GaugeMetricFamily(
             "infersight_alert_active", "1 while an alert of this kind is firing", labels=["model", "alert", "severity"]
         )
@@ -135,12 +140,14 @@ class InfersightCollector(Collector):
                         p_value.add_metric(labels, result.p_value)
                 for detector, count in per_detector.items():
                     detected_features.add_metric([model, detector], count)
+            for model, digest, approved in pipeline.integrity.artifact_info():
+                artifact.add_metric([model, digest, "true" if approved else "false"], 1)
             for (model, alert, severity), value in pipeline.alerts.firing().items():
                 active.add_metric([model, alert, severity], value)
             buckets = pipeline.batch_duration.cumulative()
             duration_sum = pipeline.batch_duration.total
         yield from (records, rejected, score, threshold, p_value, detected, seen, detected_features)
-        yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, active)
+        yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, artifact, active)
         yield HistogramMetricFamily(
             "infersight_batch_duration_seconds",
             "Time to decode, route, monitor and alert one poll batch",

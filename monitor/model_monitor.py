@@ -25,8 +25,9 @@ from detectors.chi_square import ChiSquareDrift
 from detectors.ks import KSDrift
 from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS, detector_from_state
 from monitor.batch import ModelBatch
-from monitor.config import LimitSettings, PolicySettings
+from monitor.config import Settings
 from monitor.performance import PerformanceTracker
+from monitor.tamper import TamperWatch
 
 INPUT_DRIFT = "input_drift"
 OUTPUT_DRIFT = "output_drift"
@@ -137,13 +138,18 @@ def _entropy(batch: ModelBatch) -> np.ndarray:
         return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) + np.where(np.isnan(p[:, 0]), np.nan, 0.0)
 
 
+#: a decision that nothing is wrong, for checks that only report findings
+CLEAN = DriftResult(statistic=0.0, threshold=0.0, detected=False, n_seen=0, detail="no longer found")
+
+
 class ModelMonitor:
     """Reference learning and detectors for one deployed model."""
 
-    def __init__(self, model_id: str, policy: PolicySettings, limits: LimitSettings, track_labels: bool = False):
+    def __init__(self, model_id: str, settings: Settings, canary_expectations: dict | None = None):
         self.model_id = model_id
-        self.policy = policy
-        self.limits = limits
+        self.policy = policy = settings.policy
+        self.limits = limits = settings.limits
+        track_labels = settings.kafka.labels_topic is not None
         self.records_seen = 0
         self.last_event_time: float | None = None
         self._reference: _ReferenceBuffer | None = _ReferenceBuffer()
@@ -165,6 +171,7 @@ class ModelMonitor:
             if track_labels
             else None
         )
+        self.tamper = TamperWatch(settings.tamper, policy, canary_expectations)
 
     @property
     def reference_ready(self) -> bool:
@@ -174,8 +181,11 @@ class ModelMonitor:
         self.records_seen += batch.n
         if batch.n:
             self.last_event_time = float(np.max(batch.timestamps))
+        findings = self._tamper_findings(batch)
+        probes = batch.canary != None  # noqa: E711 - elementwise on an object array
+        if probes.any():
+            batch = batch.subset(~probes)  # golden replays are not traffic
         self._remember_classes(batch.predicted_class)
-        findings: list[Finding] = []
         if self.performance is not None:
             results = self.performance.remember(batch.request_ids, batch.predicted_class)
             findings.extend(self._performance_findings(results, self.last_event_time or 0.0))
@@ -190,6 +200,19 @@ class ModelMonitor:
             if batch.n == 0:
                 return findings
         return findings + self._run_detectors(batch)
+
+    def _tamper_findings(self, batch: ModelBatch) -> list[Finding]:
+        event_time = self.last_event_time or 0.0
+        findings = []
+        for kind, subject, detector, result in self.tamper.update(batch):
+            examples = [str(r) for r in result.extra.get("request_ids", [])[:10]]
+            findings.append(Finding(self.model_id, kind, subject, detector, result, examples, event_time))
+        if self.tamper.canary is not None:
+            # probes replayed in this batch and not failing are clean decisions
+            failing = {f.feature for f in findings if f.alert == "canary_mismatch"}
+            for probe in set(batch.canary[batch.canary != None]) - failing:  # noqa: E711
+                findings.append(Finding(self.model_id, "canary_mismatch", probe, "canary", CLEAN, [], event_time))
+        return findings
 
     # -- building -----------------------------------------------------------
 
@@ -316,13 +339,14 @@ class ModelMonitor:
             "recent_classes": _column_state(self._recent_classes[: self._recent_filled]),
             "recent_next": self._recent_next,
             "performance": None if self.performance is None else self.performance.state_dict(),
+            "tamper": self.tamper.state_dict(),
         }
 
     @classmethod
-    def from_state(cls, state: dict, policy: PolicySettings, limits: LimitSettings) -> ModelMonitor:
+    def from_state(cls, state: dict, settings: Settings) -> ModelMonitor:
         if state.get("version") != 1:
             raise ValueError(f"unsupported model state version {state.get('version')!r}")
-        monitor = cls(state["model_id"], policy, limits, track_labels=state["performance"] is not None)
+        monitor = cls(state["model_id"], settings)
         monitor.records_seen = state["records_seen"]
         monitor.last_event_time = state["last_event_time"]
         monitor._reference = None if state["reference"] is None else _ReferenceBuffer.from_state(state["reference"])
@@ -337,8 +361,9 @@ class ModelMonitor:
         monitor._recent_classes[: len(recent)] = recent
         monitor._recent_filled = len(recent)
         monitor._recent_next = state["recent_next"] % len(monitor._recent_classes)
-        if state["performance"] is not None:
+        if state["performance"] is not None and monitor.performance is not None:
             monitor.performance = PerformanceTracker.from_state(state["performance"])
+        monitor.tamper.load_state(state["tamper"])
         return monitor
 
     # -- prediction mix -----------------------------------------------------

@@ -14,11 +14,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from detectors.base import DriftResult
 from monitor.alerts import AlertBook, AlertEvent
 from monitor.config import Settings
-from monitor.model_monitor import ModelMonitor
+from monitor.integrity import ArtifactIntegrity
+from monitor.model_monitor import Finding, ModelMonitor
 from monitor.route import build_model_batch, group_by_model
 from monitor.schema import Reject, decode_batch, decode_label_batch
+from monitor.tamper import TamperWatch, load_expectations
 
 
 @dataclass(slots=True)
@@ -42,6 +47,15 @@ class Pipeline:
             resolve_after=settings.alerts.resolve_after_windows,
             max_examples=settings.alerts.example_request_ids,
         )
+        integrity = settings.integrity
+        self.integrity = ArtifactIntegrity(
+            integrity.approved,
+            max_digests_per_model=integrity.max_digests_per_model,
+            max_models=settings.limits.max_models,
+            tofu_severity=integrity.tofu_severity,
+        )
+        expectations_file = settings.tamper.canary.expectations_file
+        self.canary_expectations = load_expectations(expectations_file) if expectations_file else None
         self.records_total: Counter[str] = Counter()  # per model
         self.rejected_total: Counter[str] = Counter()  # per reason
         self.labels_unknown_model = 0  # labels for models this daemon has not seen
@@ -77,14 +91,17 @@ class Pipeline:
                 for model_id, i in last_index.items():
                     self.model_partition[model_id] = partitions[i]
             findings = []
+            complete: set[tuple[str, str]] = set()
             refused = self._refuse_new_models(groups, records, indices, raws)
             rejects.extend(refused)
             for model_id, model_records in groups.items():
-                monitor = self.monitors[model_id]
-                findings.extend(monitor.update(build_model_batch(model_id, model_records)))
+                batch = build_model_batch(model_id, model_records)
+                findings.extend(self._check_integrity(batch))
+                findings.extend(self.monitors[model_id].update(batch))
+                complete.update((model_id, kind) for kind in ("artifact_unapproved", *TamperWatch.COMPLETE_KINDS))
                 self.records_total[model_id] += len(model_records)
             findings.extend(self._join_labels(labels))
-            events = self.alerts.observe(findings)
+            events = self.alerts.observe(findings, complete)
             for reject in rejects + label_rejects:
                 self.rejected_total[reject.reason] += 1
             seconds = time.perf_counter() - started
@@ -109,9 +126,7 @@ class Pipeline:
             if model_id in self.monitors:
                 continue
             if len(self.monitors) < limit:
-                self.monitors[model_id] = ModelMonitor(
-                    model_id, self.settings.policy, self.settings.limits, self.settings.kafka.labels_topic is not None
-                )
+                self.monitors[model_id] = ModelMonitor(model_id, self.settings, self.canary_expectations)
             else:
                 refused_models.add(model_id)
                 del groups[model_id]
@@ -129,6 +144,36 @@ class Pipeline:
         ]
 
 
+    def set_approved(self, model_id: str, digests: list[str]) -> None:
+        """Replace a model's approved digests (registry feed); none = trust on first use."""
+        with self.lock:
+            if digests:
+                self.integrity.set_approved(model_id, digests)
+            else:
+                self.integrity.approved.pop(model_id, None)
+
+    def _check_integrity(self, batch) -> list[Finding]:
+        """One decision per digest served in the batch: approved or not. The
+        first sighting of a bad digest carries the integrity event's detail."""
+        events = {e.digest: e for e in self.integrity.check(
+            batch.model_id, batch.artifact_digests, batch.model_versions, batch.request_ids)}
+        digests, counts = np.unique(batch.artifact_digests[batch.artifact_digests != None].astype(str),  # noqa: E711
+                                    return_counts=True)
+        event_time = float(np.max(batch.timestamps)) if batch.n else 0.0
+        findings = []
+        for digest, count in zip(digests.tolist(), counts.tolist()):
+            approved = self.integrity.is_approved(batch.model_id, digest)
+            event = events.get(digest)
+            if approved and event is None:
+                continue  # nothing to say; an open alert for it is cleared by `complete`
+            detail = event.detail if event else f"unapproved artifact {digest} is still serving ({count} records)"
+            examples = [event.request_id] if event and event.request_id else []
+            result = DriftResult(statistic=float(not approved), threshold=0.5, detected=not approved, n_seen=count,
+                                 detail=detail, extra={"kind": event.kind if event else "unapproved_digest"})
+            findings.append(Finding(batch.model_id, "artifact_unapproved", digest, "integrity", result, examples,
+                                    event_time, since_record=None))
+        return findings
+
     # -- checkpoints ----------------------------------------------------------
 
     def checkpoint(self) -> dict[str, dict]:
@@ -139,14 +184,16 @@ class Pipeline:
                     "partition": self.model_partition.get(model_id, -1),
                     "model": monitor.state_dict(),
                     "alerts": self.alerts.state_dict(model_id),
+                    "integrity": self.integrity.model_state(model_id),
                 }
                 for model_id, monitor in self.monitors.items()
             }
 
     def restore(self, model_id: str, checkpoint: dict) -> None:
-        monitor = ModelMonitor.from_state(checkpoint["model"], self.settings.policy, self.settings.limits)
+        monitor = ModelMonitor.from_state(checkpoint["model"], self.settings)
         with self.lock:
             self.monitors[model_id] = monitor
+            self.integrity.load_model_state(model_id, checkpoint["integrity"])
             self.model_partition[model_id] = checkpoint["partition"]
             self.alerts.forget(model_id)
             self.alerts.load_state(model_id, checkpoint["alerts"])

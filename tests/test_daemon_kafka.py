@@ -187,3 +187,32 @@ def test_state_survives_restart_and_crash_without_loss_or_double_count(kafka_boo
     assert c.sample("infersight_drift_detected", model="credit-risk", detector="ks", feature="f3") == 1.0
     assert c.sample("infersight_drift_detected", model="credit-risk", detector="ks", feature="f0") == 0.0
     assert c.stop() == 0
+
+
+def test_registry_approvals_and_a_swapped_model_over_kafka(kafka_bootstrap, topic, start_daemon):
+    from monitor.poisoned import _scenario_models, digest_of, scenario_records
+
+    clean, _, rogue = _scenario_models()
+    registry = f"{topic}.registry"
+    produce(kafka_bootstrap, registry, [("digits-lr", orjson.dumps({"digests": [digest_of(clean)]}))])
+    config = f"integrity:\n  registry_topic: {registry}\n"
+    daemon = start_daemon("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", topic,
+                          config=config)
+    records = list(scenario_records("digits-swap", 5000, seed=2, artifact_digest=digest_of(clean),
+                                    swap_digest=digest_of(rogue)))
+    produce(kafka_bootstrap, topic, [("digits-lr", orjson.dumps(r)) for r in records])
+
+    def swap_alert(messages):
+        return any(json.loads(m.value)["alert"] == "artifact_unapproved" for m in messages)
+
+    events = [json.loads(m.value) for m in consume_all(kafka_bootstrap, f"{topic}.alerts", until=swap_alert)]
+    [swap] = [e for e in events if e["alert"] == "artifact_unapproved"]
+    assert swap["feature"] == digest_of(rogue) and swap["severity"] == "critical"
+    assert swap["example_request_ids"] == [next(r["request_id"] for r in records
+                                                if r["artifact_digest"] == digest_of(rogue))]
+    wait_for(lambda: daemon.sample("infersight_records_total", model="digits-lr") == 5000, 60, what="all records")
+    assert daemon.sample("infersight_model_artifact_info", model="digits-lr", digest=digest_of(rogue)) == 1.0
+    assert 'approved="false"' in next(line for line in daemon.metrics().splitlines()
+                                      if digest_of(rogue) in line and not line.startswith("#"))
+    assert daemon.sample("infersight_alert_active", model="digits-lr", alert="artifact_unapproved") == 1.0
+    assert daemon.stop() == 0

@@ -11,6 +11,7 @@ from monitor.schema import decode_batch
 from monitor.simulate import Scenario, generate_records
 
 SETTINGS = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 250}})
+WITH_LABELS = Settings.model_validate({**SETTINGS.model_dump(), "kafka": {"labels_topic": "labels"}})
 
 
 def batches(model: str, scenario: Scenario, n: int, size: int = 333, seed: int = 0):
@@ -26,7 +27,7 @@ def summary(findings):
 
 
 def test_shift_is_found_on_the_shifted_feature_only():
-    monitor = ModelMonitor("credit-risk", SETTINGS.policy, SETTINGS.limits)
+    monitor = ModelMonitor("credit-risk", SETTINGS)
     scenario = Scenario("covariate_shift", feature="f5", magnitude=1.0, shift_at=3000)
     detected = set()
     for batch in batches("credit-risk", scenario, 5000):
@@ -41,15 +42,15 @@ def test_shift_is_found_on_the_shifted_feature_only():
 def test_checkpoint_round_trip_resumes_exactly():
     scenario = Scenario("gradual_drift", feature="f2", magnitude=1.5, shift_at=1500, ramp=2000)
     all_batches = list(batches("credit-risk", scenario, 4000))
-    straight = ModelMonitor("credit-risk", SETTINGS.policy, SETTINGS.limits, track_labels=True)
+    straight = ModelMonitor("credit-risk", WITH_LABELS)
     expected = [summary(straight.update(b)) for b in all_batches]
 
     for cut in (1, 4, 8):  # while learning the reference, just after, mid-stream
-        first = ModelMonitor("credit-risk", SETTINGS.policy, SETTINGS.limits, track_labels=True)
+        first = ModelMonitor("credit-risk", WITH_LABELS)
         got = [summary(first.update(b)) for b in all_batches[:cut]]
         # the checkpoint codec is stdlib json (it keeps NaN)
         state = json.loads(json.dumps(first.state_dict()))
-        resumed = ModelMonitor.from_state(state, SETTINGS.policy, SETTINGS.limits)
+        resumed = ModelMonitor.from_state(state, WITH_LABELS)
         got += [summary(resumed.update(b)) for b in all_batches[cut:]]
         assert got == expected, f"diverged after a checkpoint at batch {cut}"
         assert resumed.prediction_ratios() == straight.prediction_ratios()
@@ -57,7 +58,7 @@ def test_checkpoint_round_trip_resumes_exactly():
 
 
 def test_feature_types_mixed_across_batches_become_categorical():
-    monitor = ModelMonitor("m", SETTINGS.policy, SETTINGS.limits)
+    monitor = ModelMonitor("m", SETTINGS)
     rows = [{"model_id": "m", "timestamp": 1, "prediction": 1, "features": {"x": i % 3 if i < 500 else "big"}}
             for i in range(1000)]
     records, _, _ = decode_batch([orjson.dumps(r) for r in rows])
