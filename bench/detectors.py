@@ -358,7 +358,7 @@ def main(argv=None) -> int:
         Seq("River PageHinkley (defaults)", PageHinkley),
         Seq("River ADWIN (defaults)", ADWIN),
         Seq("River KSWIN (defaults, seed 42)", KSWIN),
-        Seq("infersight CUSUM (defaults: k 0.125/0.25/0.5/1, ARL0 1e6, warm-up 1000)", CUSUM),
+        Seq("infersight CUSUM (defaults: k 0.25/0.5/1, ARL0 1e6, warm-up 1000)", CUSUM),
         TwoSample(f"infersight KS / chi2 (window 1000, alpha {default_alpha:g} = 1 alarm per 1e6)", "ks", "chi2", default_alpha),
         TwoSample(f"infersight PSI / G-test (window 1000, alpha {default_alpha:g})", "psi", "gtest", default_alpha),
     ]
@@ -464,7 +464,22 @@ def main(argv=None) -> int:
     for r in fa:
         exp = "-" if r["expected"] is None else f"<= {r['expected']:.2g}"
         L.append(f"| {r['policy']} | {r['alarms']} | {exp} | {r['seconds']:.0f} |")
-    L.append("")
+    L += [
+        "",
+        "## Notes",
+        "",
+        "- Two-sample tests run on tumbling windows of 1000: a change at a window boundary is seen at the end of "
+        "the next window, hence the constant 999-record delay (they never miss, and their false-alarm rate is set "
+        "by alpha, not fitted).",
+        "- River's ADWIN is compiled Rust doing the same per-check arithmetic, so the batched, decision-identical "
+        "version is only about as fast; River's PageHinkley at its defaults false-alarms ~600 times per million "
+        "values and every detection restarts the vectorised scan (without detections it runs ~30M values/s).",
+        "- KSWIN keeps River's random sample per value (Python's `random`), which is most of its cost; River's "
+        "KSWIN rate is measured on the first values of each feature (one scipy test per value).",
+        "- CUSUM's default thresholds come from Siegmund's approximation with a 3-standard-error allowance for the "
+        "warm-up estimate, so its realised false-alarm rate is below target (compare the calibrated row).",
+        "",
+    ]
     text = "\n".join(L)
     Path(a.out).write_text(text)
     print(text)

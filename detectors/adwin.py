@@ -23,9 +23,15 @@ So a batch is handled as: cumulative total/variance, per-level pairwise block
 sums, and one padded ``(checks, buckets)`` table of all cut points of every
 check in the batch, evaluated at once.  The float operations are the same as
 River's, in the same order (logarithms through ``math.log`` like Rust's libm
-``ln``), so the decisions match exactly, not just approximately.  The only
-per-record work left is none; the only sequential part is the restart after
-a detection.
+``ln``), so the decisions match exactly, not just approximately (River 0.26
+runs ADWIN in Rust, a line-by-line port of its former Cython code; this was
+written from the algorithm and checked against it).  There is no per-record
+Python; the only sequential part is the restart after a detection.
+
+Speed: River's Rust does the same per-check arithmetic with no interpreter
+overhead, so this is only ~2x faster than River on a 10k batch (the table of
+cut points, ``5 * log2(width)`` per ``clock`` values, is the cost).  What the
+batch version buys is no Python call per value and exact River decisions.
 """
 
 from __future__ import annotations

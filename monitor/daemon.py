@@ -8,8 +8,8 @@ state, so a crash replays records into the state that had not seen them:
 nothing lost, nothing counted twice. Dead letters and alerts are at least once.
 
 Rebalances: partitions taken away drop their models from memory (their new
-owner restores them from the checkpoint); partitions given restore theirs
-before any of their records is processed.
+owner restores them from the checkpoint); partitions given restore theirs and
+rewind to the committed offset, so each record reaches the restored state once.
 
 SIGTERM/SIGINT set a flag checked between batches: the batch in hand is
 finished, checkpointed and committed, then the consumer leaves the group and
@@ -206,7 +206,9 @@ class Daemon:
             while not self.stopping.is_set():
                 try:
                     polled = self.consumer.poll(timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_poll_records)
-                    self._apply_rebalance()
+                    rewound = self._apply_rebalance()
+                    if rewound:  # what this poll returned from those partitions comes again
+                        polled = {tp: m for tp, m in polled.items() if (tp.topic, tp.partition) not in rewound}
                     if self.registry is not None:
                         self.registry.poll(self.pipeline)  # approvals before the records they govern
                     if polled:
@@ -225,7 +227,8 @@ class Daemon:
             self._close()
         return 0
 
-    def _apply_rebalance(self) -> None:
+    def _apply_rebalance(self) -> set[tuple[str, int]]:
+        """Act on partition changes; returns the partitions rewound."""
         revoked, assigned = self.rebalances.take()
         topic = self.settings.kafka.topic
         lost = {tp.partition for tp in revoked if tp.topic == topic}
@@ -235,16 +238,30 @@ class Daemon:
             log.info("partitions %s revoked: %d models handed over", sorted(lost), len(gone))
         gained = {tp.partition for tp in assigned if tp.topic == topic}
         if not gained:
-            return
+            return set()
+        # The assignment callback runs on the client's IO thread, so a poll may
+        # already have returned records of these partitions and built monitors
+        # from them. Drop those, restore the checkpointed state, and rewind to
+        # the committed offset the checkpoint reflects: every record then
+        # reaches the restored state exactly once.
+        self.pipeline.forget_partitions(gained)
         restored = self.checkpoints.load(gained)
         for model_id, checkpoint in restored.items():
             self.pipeline.restore(model_id, checkpoint)
-            committed = self.consumer.committed(TopicPartition(topic, checkpoint["partition"]))
-            if committed is not None and checkpoint["offset"] > committed:
-                # died between checkpoint and commit: this state is ahead
-                self.skip_until[(checkpoint["partition"], model_id.encode())] = checkpoint["offset"]
+        for partition in gained:
+            tp = TopicPartition(topic, partition)
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.settings.kafka.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            for model_id, checkpoint in restored.items():
+                if checkpoint["partition"] == partition and checkpoint["offset"] > (committed or 0):
+                    # died between checkpoint and commit: this state is ahead
+                    self.skip_until[(partition, model_id.encode())] = checkpoint["offset"]
         log.info("partitions %s assigned: restored %d models from %s", sorted(gained), len(restored),
                  self.settings.kafka.checkpoint_topic)
+        return {(topic, p) for p in gained}
 
     def _handle(self, polled: dict) -> None:
         labels_topic = self.settings.kafka.labels_topic

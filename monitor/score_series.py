@@ -127,7 +127,7 @@ def score_series(
 
     n_anom = n_change = n_missing = 0
     with open(out_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow([*header, "anomaly_score", "change_point"])
         for (_, rec), pos in zip(rows, where):
             s = scores[pos]

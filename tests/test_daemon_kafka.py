@@ -216,3 +216,41 @@ def test_registry_approvals_and_a_swapped_model_over_kafka(kafka_bootstrap, topi
                                       if digest_of(rogue) in line and not line.startswith("#"))
     assert daemon.sample("infersight_alert_active", model="digits-lr", alert="artifact_unapproved") == 1.0
     assert daemon.stop() == 0
+
+
+def test_two_daemons_share_the_partitions_and_hand_over_state(kafka_bootstrap, topic, start_daemon):
+    """Scale out on Kafka (DESIGN principle 7): a second daemon in the group takes
+    some partitions; when one stops, the other restores its models' state."""
+    config = SMALL + "kafka:\n  session_timeout_ms: 6000\n"
+    args = ("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", f"{topic}-g")
+    records = list(generate_records(models=6, records_per_model=3000, seed=11))
+    first = [(m, v) for i, (m, v) in enumerate(records) if i < len(records) // 2]
+    second = records[len(records) // 2 :]
+    models = sorted({m for m, _ in records})
+
+    a = start_daemon(*args, config=config)
+    b = start_daemon(*args, config=config)
+
+    def owners():
+        counts = {d: {m: d.sample("infersight_records_total", model=m) or 0 for m in models} for d in (a, b)}
+        return counts if all(counts[a][m] + counts[b][m] == 1500 for m in models) else None
+
+    wait_for(lambda: a.sample("infersight_kafka_connected") and b.sample("infersight_kafka_connected"), 30,
+             what="both connected")
+    time.sleep(8)  # let the group settle on two members before producing
+    produce(kafka_bootstrap, topic, first)
+    counts = wait_for(owners, 90, what="every record processed once")
+    on_a = [m for m in models if counts[a][m]]
+    assert on_a and len(on_a) < len(models), "both daemons must own some models"
+    assert all(counts[a][m] in (0, 1500) for m in models), "a model's records stay on one daemon"
+
+    assert a.stop() == 0
+    produce(kafka_bootstrap, topic, second)
+    def restored_everywhere():
+        # every record after each model's reference exactly once, wherever it was processed
+        return all(b.sample("infersight_detector_records", model=m, detector="ks", feature="f0") == 2000
+                   for m in models)
+
+    wait_for(restored_everywhere, 60, interval=1, what="b to own every model, restored")
+    assert "restored" in b.log()
+    assert b.stop() == 0

@@ -190,7 +190,7 @@ class Alertmanager:
 FAST_FOR = "3s"
 # Prometheus applies newly discovered targets up to 5 s after start, so up{} is
 # absent that long: keep absent()-based alerts longer than that or they fire on start.
-FAST_FOR_OVERRIDES = {"InfersightMonitorDown": "20s"}
+FAST_FOR_OVERRIDES = {"InfersightMonitorDown": "10s"}
 
 
 def shortened_rules(dest: Path) -> list[Path]:

@@ -45,9 +45,13 @@ OTHER_MODEL = "fraud-scorer"
 FEATURE = "f3"
 TEAM = "fraud"  # target label -> routed to the fraud team's receivers
 
+# fraud-scorer's approved list names a digest the simulator never serves, so its real
+# digest is unapproved: InfersightArtifactUnapproved must page the fraud team.
+NOT_SERVED_DIGEST = "sha256:" + "0" * 64
 DAEMON_CONFIG = {
     "policy": {"reference_size": 500, "window_size": 250},
     "alerts": {"fire_after_windows": 2, "resolve_after_windows": 2},
+    "integrity": {"approved": {OTHER_MODEL: [NOT_SERVED_DIGEST]}},
 }
 
 
@@ -114,13 +118,27 @@ def test_input_drift_reaches_webhook_with_model_and_feature(stack):
     assert not hook.alerts(alertname="InfersightMonitorDown")
 
 
+def test_unapproved_artifact_pages_the_owner(stack):
+    hook = stack["webhook"]
+    alert = wait_for(lambda: hook.alerts(alertname="InfersightArtifactUnapproved", model=OTHER_MODEL,
+                                         status="firing"), 30, what="InfersightArtifactUnapproved")[0]
+    assert alert["receiver_path"] == "fraud-pager"
+    assert alert["labels"]["severity"] == "critical"
+    digest = alert["labels"]["digest"]
+    assert digest.startswith("sha256:") and digest != NOT_SERVED_DIGEST
+    assert digest in alert["annotations"]["description"]
+    # credit-risk trusts its first digest: no artifact alert for it
+    assert not hook.alerts(alertname="InfersightArtifactUnapproved", model=MODEL)
+
+
 def test_healthy_parts_stay_silent(stack):
-    """On this healthy pipeline only the shifted model may alert (its drift, and its
-    accuracy: the simulator's labels make it 65% right after the shift): no silent
-    model, no rejects, no lag, no hidden-feature drift, no monitor alert."""
+    """Only what the scenario causes may alert: the shifted model's drift and accuracy
+    (the simulator's labels make it 65% right after the shift) and the other model's
+    unapproved artifact. No silent model, no rejects, no lag, no hidden-feature drift,
+    no monitor alert."""
     active = {(a["labels"]["alertname"], a["labels"].get("model")) for a in stack["prom"].api("alerts")["alerts"]}
     allowed = {("InfersightInputDrift", MODEL), ("InfersightOutputDrift", MODEL),
-               ("InfersightPerformanceDegraded", MODEL)}
+               ("InfersightPerformanceDegraded", MODEL), ("InfersightArtifactUnapproved", OTHER_MODEL)}
     assert active <= allowed, active - allowed
 
 
