@@ -23,6 +23,7 @@ SEVERITY = {
     "input_drift": "warning",
     "output_drift": "warning",
     "anomaly_rate": "warning",
+    "latency_shift": "warning",
     "performance_degraded": "warning",
     "output_shape": "warning",
     "artifact_unapproved": "critical",

@@ -74,21 +74,32 @@ class MetricsSettings(_Section):
 class PolicySettings(_Section):
     """Which detectors run on what, and how often they may false-alarm."""
 
-    reference_size: int = Field(2000, ge=50, description="first records of each model that form its reference")
+    reference_size: int = Field(5000, ge=50, description="first records of each model that form its reference")
     window_size: int = Field(1000, ge=20, description="records per tested window")
     expected_run_length: float = Field(
         1e8, gt=0, description="target records between false alarms per model, across all its tests"
     )
     numeric_detectors: list[str] = ["ks"]
     categorical_detectors: list[str] = ["chi2"]
+    multivariate_detectors: list[str] = Field(
+        [], description="on the matrix of numeric features: pca_reconstruction, mmd"
+    )
     output_detectors: bool = True
+    anomaly_detector: bool = Field(True, description="Half-Space Trees anomaly ratio on the numeric features")
+    anomaly_target_rate: float = Field(0.01, gt=0, lt=0.5, description="share of normal records scored anomalous")
+    latency_detector: bool = Field(True, description="CUSUM change detector on log latency_ms")
+    max_matrix_features: int = Field(32, ge=1, description="numeric features used by multivariate and anomaly detectors")
 
-    @field_validator("numeric_detectors", "categorical_detectors")
+    @field_validator("numeric_detectors", "categorical_detectors", "multivariate_detectors")
     @classmethod
     def _known(cls, names: list[str], info) -> list[str]:
-        from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+        from detectors.registry import CATEGORICAL_DETECTORS, MULTIVARIATE_DETECTORS, NUMERIC_DETECTORS
 
-        known = NUMERIC_DETECTORS if info.field_name == "numeric_detectors" else CATEGORICAL_DETECTORS
+        known = {
+            "numeric_detectors": NUMERIC_DETECTORS,
+            "categorical_detectors": CATEGORICAL_DETECTORS,
+            "multivariate_detectors": MULTIVARIATE_DETECTORS,
+        }[info.field_name]
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(known)}")

@@ -95,6 +95,11 @@ class InfersightCollector(Collector):
             "Label messages by outcome: matched a remembered prediction, unmatched, or prediction forgotten first",
             labels=["model", "outcome"],
         )
+        anomaly = GaugeMetricFamily(
+            "infersight_anomaly_ratio",
+            "Share of the last window's records that Half-Space Trees scored anomalous",
+            labels=["model"],
+        )
         artifact = GaugeMetricFamily(
             "infersight_model_artifact_info",
             "Model artifacts recently served (1 per digest), and whether each is approved",
@@ -113,6 +118,8 @@ class InfersightCollector(Collector):
                 ignored.add_metric([model], len(monitor.ignored_features))
                 if monitor.last_event_time is not None:
                     last_ts.add_metric([model], monitor.last_event_time)
+                if (share := monitor.anomaly_ratio()) is not None:
+                    anomaly.add_metric([model], share)
                 tracker = monitor.performance
                 if tracker is not None:
                     if (accuracy := tracker.accuracy()) is not None:
@@ -147,7 +154,7 @@ class InfersightCollector(Collector):
             buckets = pipeline.batch_duration.cumulative()
             duration_sum = pipeline.batch_duration.total
         yield from (records, rejected, score, threshold, p_value, detected, seen, detected_features)
-        yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, artifact, active)
+        yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, anomaly, artifact, active)
         yield HistogramMetricFamily(
             "infersight_batch_duration_seconds",
             "Time to decode, route, monitor and alert one poll batch",

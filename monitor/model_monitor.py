@@ -23,7 +23,9 @@ from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
 from detectors.chi_square import ChiSquareDrift
 from detectors.ks import KSDrift
-from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS, detector_from_state
+from detectors.cusum import CUSUM
+from detectors.half_space_trees import HSTDetector
+from detectors.registry import CATEGORICAL_DETECTORS, MULTIVARIATE_DETECTORS, NUMERIC_DETECTORS, detector_from_state
 from monitor.batch import ModelBatch
 from monitor.config import Settings
 from monitor.performance import PerformanceTracker
@@ -32,6 +34,13 @@ from monitor.tamper import TamperWatch
 INPUT_DRIFT = "input_drift"
 OUTPUT_DRIFT = "output_drift"
 PERFORMANCE_DEGRADED = "performance_degraded"
+ANOMALY_RATE = "anomaly_rate"
+LATENCY_SHIFT = "latency_shift"
+
+#: the feature label under which the latency detector reports
+LATENCY = "latency_ms"
+#: Half-Space Trees mass window (records); the reference must hold two
+HST_WINDOW = 250
 
 
 @dataclass(slots=True)
@@ -75,7 +84,9 @@ class _ReferenceBuffer:
         self.n = 0
         self.parts: dict[str, list[np.ndarray]] = {}
         self.kinds: dict[str, str] = {}
-        self.outputs: dict[str, list[np.ndarray]] = {"class": [], "score": [], "value": [], "entropy": []}
+        self.outputs: dict[str, list[np.ndarray]] = {
+            "class": [], "score": [], "value": [], "entropy": [], "latency": []
+        }
 
     def add(self, batch: ModelBatch) -> None:
         for kind, columns in (("numeric", batch.numeric), ("categorical", batch.categorical)):
@@ -94,6 +105,7 @@ class _ReferenceBuffer:
         self.outputs["score"].append(batch.score)
         self.outputs["value"].append(batch.prediction_value)
         self.outputs["entropy"].append(_entropy(batch))
+        self.outputs["latency"].append(batch.latency_ms)
 
     def column(self, name: str) -> np.ndarray:
         convert = _as_numeric if self.kinds[name] == "numeric" else _as_categorical
@@ -138,6 +150,12 @@ def _entropy(batch: ModelBatch) -> np.ndarray:
         return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) + np.where(np.isnan(p[:, 0]), np.nan, 0.0)
 
 
+def _restore_detector(name: str, state: dict) -> Detector:
+    # the anomaly and latency detectors are not two-sample tests, so not in the registry
+    special = {"hst": HSTDetector, "cusum": CUSUM}
+    return special[name].from_state(state) if name in special else detector_from_state(state)
+
+
 #: a decision that nothing is wrong, for checks that only report findings
 CLEAN = DriftResult(statistic=0.0, threshold=0.0, detected=False, n_seen=0, detail="no longer found")
 
@@ -159,6 +177,9 @@ class ModelMonitor:
         self.latest: dict[tuple[str, str], DriftResult] = {}
         self.alpha: float | None = None
         self.ignored_features: set[str] = set()  # seen after the reference, or over the cap
+        self.matrix_features: list[str] = []  # numeric features of the multivariate/anomaly detectors
+        self.matrix_fill: np.ndarray | None = None  # their reference medians
+        self._hst_pending: list[np.ndarray] = []
         self._recent_classes = np.empty(policy.window_size, dtype=object)
         self._recent_filled = 0
         self._recent_next = 0
@@ -242,20 +263,58 @@ class ModelMonitor:
                 if present.sum() >= 2:
                     outputs[detector_name] = (cls, column)
 
-        n_tests = len(outputs) + sum(
+        # The matrix detectors (multivariate drift, anomaly) see the first
+        # numeric features, missing values filled with the reference median.
+        numeric = [(name, column) for name, kind, column in usable if kind == "numeric"]
+        numeric = numeric[: self.policy.max_matrix_features]
+        self.matrix_features = [name for name, _ in numeric]
+        matrix_detectors = list(self.policy.multivariate_detectors) if numeric else []
+        use_anomaly = self.policy.anomaly_detector and numeric and ref.n >= 2 * HST_WINDOW
+        latency = np.log1p(np.concatenate(ref.outputs["latency"]))
+        latency = latency[~np.isnan(latency)]
+        use_latency = self.policy.latency_detector and len(latency) >= 100 and latency.std() > 0
+
+        n_tests = len(outputs) + len(matrix_detectors) + bool(use_anomaly) + bool(use_latency) + sum(
             len(self.policy.numeric_detectors if kind == "numeric" else self.policy.categorical_detectors)
             for _, kind, _ in usable
         )
-        self.alpha = per_test_alpha(self.policy.expected_run_length, self.policy.window_size, max(n_tests, 1))
-        window = self.policy.window_size
+        policy = self.policy
+        window = policy.window_size
+        self.alpha = per_test_alpha(policy.expected_run_length, window, max(n_tests, 1))
+        # sequential detectors take their share of the budget as a run length
+        own_run_length = policy.expected_run_length * max(n_tests, 1)
         for name, kind, column in usable:
             self.kinds[name] = kind
             registry = NUMERIC_DETECTORS if kind == "numeric" else CATEGORICAL_DETECTORS
-            names = self.policy.numeric_detectors if kind == "numeric" else self.policy.categorical_detectors
+            names = policy.numeric_detectors if kind == "numeric" else policy.categorical_detectors
             for detector_name in names:
                 self.detectors[(detector_name, name)] = registry[detector_name](column, window, self.alpha)
         for detector_name, (cls, column) in outputs.items():
             self.detectors[(detector_name, "")] = cls(column, window, self.alpha)
+        if numeric:
+            matrix = np.column_stack([column for _, column in numeric])
+            self.matrix_fill = np.nanmedian(matrix, axis=0)
+            matrix = self._fill(matrix)
+            for detector_name in matrix_detectors:
+                cls = MULTIVARIATE_DETECTORS[detector_name]
+                if detector_name == "mmd":
+                    self.detectors[(detector_name, "")] = cls(matrix, ert=own_run_length)
+                else:
+                    self.detectors[(detector_name, "")] = cls(matrix, window, self.alpha)
+            if use_anomaly:
+                self.detectors[("hst", "")] = HSTDetector(
+                    matrix, target_rate=policy.anomaly_target_rate, alpha=self.alpha, window_size=HST_WINDOW
+                )
+        if use_latency:
+            self.detectors[("cusum", LATENCY)] = CUSUM(
+                expected_run_length=own_run_length, mean=float(latency.mean()), std=float(latency.std())
+            )
+
+    def _fill(self, matrix: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(matrix), self.matrix_fill, matrix)
+
+    def _matrix(self, batch: ModelBatch) -> np.ndarray:
+        return self._fill(np.column_stack([self._column(batch, name) for name in self.matrix_features]))
 
     # -- monitoring ---------------------------------------------------------
 
@@ -284,22 +343,31 @@ class ModelMonitor:
                 self.ignored_features.add(feature)
         findings = []
         event_time = float(np.max(batch.timestamps))
+        matrix = self._matrix(batch) if self.matrix_features else None
         for (detector_name, feature), detector in self.detectors.items():
-            if feature:
-                column = self._column(batch, feature)
+            if feature == LATENCY:
+                kind, column = LATENCY_SHIFT, np.log1p(batch.latency_ms)
+            elif feature:
+                kind, column = INPUT_DRIFT, self._column(batch, feature)
+            elif detector_name == "hst":
+                kind, column = ANOMALY_RATE, self._hst_window(matrix)
+                if column is None:
+                    continue
+            elif detector_name in MULTIVARIATE_DETECTORS:
+                kind, column = INPUT_DRIFT, matrix
             else:
-                column = self._output_column(batch, detector_name)
+                kind, column = OUTPUT_DRIFT, self._output_column(batch, detector_name)
             result = detector.update(column)
             if result is None:
                 continue
             self.latest[(detector_name, feature)] = result
-            examples = [
+            examples = [] if kind == ANOMALY_RATE else [  # HST examples index its window, not the batch
                 str(batch.request_ids[i]) for i in result.examples if batch.request_ids[i] is not None
             ]
             findings.append(
                 Finding(
                     model=self.model_id,
-                    alert=INPUT_DRIFT if feature else OUTPUT_DRIFT,
+                    alert=kind,
                     feature=feature,
                     detector=detector_name,
                     result=result,
@@ -311,6 +379,20 @@ class ModelMonitor:
                 )
             )
         return findings
+
+    def _hst_window(self, matrix: np.ndarray) -> np.ndarray | None:
+        """Rows for the anomaly detector, a full window at a time: its binomial
+        test is calibrated per window, so small batches must not multiply tests."""
+        self._hst_pending.append(matrix)
+        if sum(len(m) for m in self._hst_pending) < self.policy.window_size:
+            return None
+        rows = np.concatenate(self._hst_pending)
+        self._hst_pending = []
+        return rows
+
+    def anomaly_ratio(self) -> float | None:
+        result = self.latest.get(("hst", ""))
+        return None if result is None else result.statistic
 
     def join_labels(self, labels: list[tuple[str, str]], event_time: float) -> list[Finding]:
         """Join delayed ``(request_id, label)`` pairs; findings for finished windows."""
@@ -335,6 +417,9 @@ class ModelMonitor:
             "alpha": self.alpha,
             "ignored_features": sorted(self.ignored_features),
             "detectors": [[name, feature, d.state_dict()] for (name, feature), d in self.detectors.items()],
+            "matrix_features": self.matrix_features,
+            "matrix_fill": None if self.matrix_fill is None else self.matrix_fill.tolist(),
+            "hst_pending": [rows.tolist() for rows in self._hst_pending],
             "latest": [[name, feature, asdict(r)] for (name, feature), r in self.latest.items()],
             "recent_classes": _column_state(self._recent_classes[: self._recent_filled]),
             "recent_next": self._recent_next,
@@ -353,7 +438,11 @@ class ModelMonitor:
         monitor.kinds = dict(state["kinds"])
         monitor.alpha = state["alpha"]
         monitor.ignored_features = set(state["ignored_features"])
-        monitor.detectors = {(n, f): detector_from_state(d) for n, f, d in state["detectors"]}
+        monitor.detectors = {(n, f): _restore_detector(n, d) for n, f, d in state["detectors"]}
+        monitor.matrix_features = list(state["matrix_features"])
+        monitor.matrix_fill = None if state["matrix_fill"] is None else np.array(state["matrix_fill"])
+        monitor._hst_pending = [np.array(rows, dtype=np.float64).reshape(-1, len(monitor.matrix_features))
+                                for rows in state["hst_pending"]]
         monitor.latest = {
             (n, f): DriftResult(**{**r, "examples": tuple(r["examples"])}) for n, f, r in state["latest"]
         }

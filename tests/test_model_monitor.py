@@ -10,7 +10,8 @@ from monitor.route import build_model_batch
 from monitor.schema import decode_batch
 from monitor.simulate import Scenario, generate_records
 
-SETTINGS = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 250}})
+SETTINGS = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 250,
+                                                "multivariate_detectors": ["pca_reconstruction", "mmd"]}})
 WITH_LABELS = Settings.model_validate({**SETTINGS.model_dump(), "kafka": {"labels_topic": "labels"}})
 
 
@@ -65,3 +66,21 @@ def test_feature_types_mixed_across_batches_become_categorical():
     monitor.update(build_model_batch("m", records[:500]))
     monitor.update(build_model_batch("m", records[500:]))
     assert monitor.kinds == {"x": "categorical"}
+
+
+def test_anomalous_records_raise_the_anomaly_ratio():
+    monitor = ModelMonitor("credit-risk", SETTINGS)
+    all_batches = list(batches("credit-risk", Scenario(), 4000, size=250))
+    kinds = []
+    for i, batch in enumerate(all_batches):
+        if i >= 10:  # from record 2500: 10% of records far outside every feature's range
+            for name in ("f0", "f2", "f3", "f5"):
+                column = batch.numeric[name].copy()
+                column[::10] = 1e3
+                batch.numeric[name] = column
+        kinds += [(i, f.alert) for f in monitor.update(batch) if f.result.detected]
+    assert monitor.anomaly_ratio() > 0.05
+    anomaly_at = [i for i, kind in kinds if kind == "anomaly_rate"]
+    assert anomaly_at and min(anomaly_at) >= 10, kinds
+    assert ("mmd", "") in monitor.detectors and ("pca_reconstruction", "") in monitor.detectors
+    assert monitor.matrix_features == [f"f{i}" for i in range(8)]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-from opskit import PROM_DIR, REPO, require_binary  # noqa: E402 (tests/ops/conftest.py)
+from opskit import PROM_DIR, REPO, require_binary  # tests/ops/opskit.py, on sys.path via conftest.py
 
 RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
