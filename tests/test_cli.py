@@ -89,3 +89,14 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("run", "replay", "simulate", "check-config", "score-series"):
         assert command in out
+
+
+def test_readme_config_reference_is_exactly_the_defaults():
+    import yaml
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Configuration reference", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert Settings.model_validate(yaml.safe_load(block)) == Settings()
+    assert yaml.safe_load(block) == Settings().model_dump(mode="json")
