@@ -143,7 +143,7 @@ def format_event(event) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from monitor.simulate import Scenario, generate_records, with_labels
+    from monitor.simulate import START_TIME, Scenario, generate_records, with_labels
 
     if args.scenario in TAMPER_SCENARIOS:
         return _simulate_tamper(args)
@@ -159,7 +159,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"infersight simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stream = with_labels(generate_records(args.models, args.records, scenario, args.seed), scenario, args.models)
+    # live traffic carries the current time; a file is reproducible byte for byte
+    start_time = args.start_time if args.start_time is not None else (START_TIME if args.output else time.time())
+    stream = with_labels(
+        generate_records(args.models, args.records, scenario, args.seed, start_time=start_time,
+                         records_per_second=args.rate / args.models if args.rate else 20.0),
+        scenario,
+        args.models,
+    )
     if args.output:
         counts = {"record": 0, "label": 0}
         with open(args.output, "wb") as out, open(args.labels_output or "/dev/null", "wb") as labels_out:
@@ -298,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ramp", type=int, default=5000, help="records over which gradual_drift ramps in")
     sim.add_argument("--target-model", help="model that changes (default: the first)")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--start-time", type=float, metavar="EPOCH",
+                     help="event time of the first record (default: now for Kafka, 2026-01-01 for --output)")
     sim.add_argument("--output", metavar="FILE", help="write JSONL here instead of producing to Kafka")
     sim.add_argument("--bootstrap-servers", default="localhost:9092")
     sim.add_argument("--topic", default="inference-logs")

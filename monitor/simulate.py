@@ -94,9 +94,17 @@ class _SyntheticModel:
 
 
 def generate_records(
-    models: int = 3, records_per_model: int = 10_000, scenario: Scenario = Scenario(), seed: int = 0
+    models: int = 3,
+    records_per_model: int = 10_000,
+    scenario: Scenario = Scenario(),
+    seed: int = 0,
+    start_time: float = START_TIME,
+    records_per_second: float = 20.0,
 ) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(model_id, json_bytes)`` interleaving the models round-robin."""
+    """Yield ``(model_id, json_bytes)`` interleaving the models round-robin.
+
+    Event times start at ``start_time`` and advance ``1 / records_per_second``
+    per record of each model."""
     rng = np.random.default_rng(seed)
     names = model_names(models)
     target = scenario.target_model or names[0]
@@ -112,7 +120,7 @@ def generate_records(
                     "model_id": m.model_id,
                     "model_version": "1.4.2",
                     "artifact_digest": m.digest,
-                    "timestamp": START_TIME + position * 0.05,
+                    "timestamp": start_time + position / records_per_second,
                     "request_id": f"{m.model_id}-{position:08d}",
                     "features": {
                         **dict(zip(NUMERIC_FEATURES, values[i].tolist())),
