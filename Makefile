@@ -7,14 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-detectors clean
+.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors clean
 
 help:
 	@echo "make demo             start a local Kafka, the daemon and simulated traffic; watch a drift alert fire"
 	@echo "make test             install everything and run the whole test suite (unit + real Kafka/Prometheus)"
 	@echo "make test-unit        only the tests that need no broker"
 	@echo "make kafka-up/down    local single-node Apache Kafka 4.x (KRaft) on localhost:9092"
-	@echo "make bench            all benchmarks (bench-detectors: detector speed/accuracy vs River)"
+	@echo "make bench            all benchmarks: bench-pipeline (throughput per stage) and"
+	@echo "                      bench-detectors (detector speed, accuracy, false alarms vs River)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +43,10 @@ test: install system-deps
 test-unit: install
 	$(BIN)/python -m pytest -m "not kafka and not prometheus"
 
-bench: bench-detectors
+bench: bench-pipeline bench-detectors
+
+bench-pipeline: install
+	$(BIN)/python -m bench.pipeline
 
 bench-detectors: install
 	$(BIN)/python -m bench.detectors

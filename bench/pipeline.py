@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import orjson
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=int, default=60_000, help="records per model (3 models)")
     parser.add_argument("--batch", type=int, default=5000, help="records per poll batch")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-write", dest="write", action="store_false", help="do not update bench/PIPELINE.md")
     args = parser.parse_args(argv)
 
     raws = [v for _, v in generate_records(models=3, records_per_model=args.records // 3, seed=1)]
@@ -72,12 +74,23 @@ def main(argv=None) -> int:
         ("Pipeline.process (default policy)", pipeline_rate()),
     ]
     base = rows[0][1]
-    print(f"# pipeline throughput: {n} records of ~{sum(map(len, raws)) // n} bytes, batches of {args.batch}, "
-          f"best of {args.repeat}; python {platform.python_version()}, 1 core")
-    print("| stage | records/s | vs orjson.loads |")
-    print("|---|---:|---:|")
-    for name, rate in rows:
-        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+    lines = [
+        "# Pipeline throughput",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; python {platform.python_version()}; "
+        "one core of a 2-core machine",
+        f"- {n} records of ~{sum(map(len, raws)) // n} bytes (3 models, 11 features + probabilities), "
+        f"batches of {args.batch}, best of {args.repeat}",
+        "- command: `make bench-pipeline` (= `.venv/bin/python -m bench.pipeline`)",
+        "",
+        "| stage | records/s | vs orjson.loads |",
+        "|---|---:|---:|",
+        *(f"| {name} | {rate:,.0f} | {rate / base:.2f} |" for name, rate in rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.write:
+        (Path(__file__).parent / "PIPELINE.md").write_text(text)
     return 0
 
 

@@ -85,18 +85,24 @@ def build_model_batch(model_id: str, records: list[Record]) -> ModelBatch:
 
 def _feature_columns(rows: list[dict]) -> dict[str, list]:
     """Transpose feature dicts into columns (None where a record lacks one)."""
-    first = rows[0] if rows else {}
-    if all(row.keys() == first.keys() for row in rows):
+    names = list(rows[0]) if rows else []
+    if names and set(map(len, rows)) == {len(names)}:
         # The usual case, every record with the same features: one C-level
-        # itemgetter call per record and a zip transpose.
-        names = list(first)
-        if len(names) == 1:
-            return {names[0]: [row[names[0]] for row in rows]}
-        return dict(zip(names, map(list, zip(*map(operator.itemgetter(*names), rows))))) if names else {}
-    names_seen: dict[str, None] = {}
+        # itemgetter call per record and a zip transpose. Same length and no
+        # KeyError means the same keys.
+        get = operator.itemgetter(*names)
+        try:
+            values = list(map(get, rows))
+        except KeyError:
+            pass
+        else:
+            if len(names) == 1:
+                return {names[0]: values}
+            return dict(zip(names, map(list, zip(*values))))
+    seen: dict[str, None] = {}
     for row in rows:
-        names_seen.update(dict.fromkeys(row))
-    return {name: [row.get(name) for row in rows] for name in names_seen}
+        seen.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in seen}
 
 
 def group_by_model(records: list[Record]) -> dict[str, list[Record]]:
