@@ -11,12 +11,15 @@ Segments are ``feature == value`` for the configured categorical features
 configured; each feature keeps at most ``max_values`` values (the reference's
 most frequent first, then new ones first-come).
 
-Test, per (segment, class): under "nothing changed" the window count
+Test, per (segment, class): under "nothing changed for this segment beyond
+the global change of the class rate" the window count
 ``n_sk`` of class ``k`` among ``n_s`` segment records follows the beta-binomial
 posterior predictive of the reference counts (``Beta(ref_sk + m p_k, ref_s -
 ref_sk + m (1 - p_k))``, ``m = prior_strength`` pseudo-records at the global
 reference rate ``p_k``), so a small reference segment does not look more
-certain than it is.  The lower-tail p-value is Bonferroni-corrected over all
+certain than it is; its mean is scaled down by the class's global ratio
+(current / reference, capped at 1), so a class that fell everywhere, which is
+output drift, does not page as suppression in every segment.  The lower-tail p-value is Bonferroni-corrected over all
 segment slots times classes, so one evaluation raises a false alarm with
 probability at most ``alpha``; evaluations run once per ``update`` on
 overlapping windows, so over ``U`` updates expect at most ``alpha * U`` false
@@ -280,6 +283,14 @@ class SegmentSuppression:
         m = p["prior_strength"]
         a = self.ref_sk + m * pk
         bb = (r_s[:, None] - self.ref_sk) + m * (1 - pk)
+        # A class whose rate fell everywhere (output drift) is not suppression
+        # of one segment: expect each segment to fall with the global rate, by
+        # scaling the null's mean by the global ratio (never up, so a
+        # stationary stream keeps its bound: the test only gets stricter).
+        glob_ref = self.ref_k / max(self.n_ref, 1)
+        glob_cur = self.b_k.sum(axis=0) / max(w_n, 1)
+        follow = np.minimum(1.0, glob_cur / np.maximum(glob_ref, 1e-12))
+        a, bb = a * follow, bb + a * (1 - follow)
         ref_rate = a / (a + bb)
         cur_rate = w_sk / np.maximum(w_s, 1)[:, None]
         gate = (
@@ -297,8 +308,6 @@ class SegmentSuppression:
         order = np.argsort(pval, kind="stable")
         V = p["max_values"]
         rid = None if request_ids is None else np.asarray(request_ids, dtype=object)
-        glob_ref = self.ref_k / max(self.n_ref, 1)
-        glob_cur = self.b_k.sum(axis=0) / max(w_n, 1)
         results = []
         for i in order:
             s, k, pv = int(ss[i]), int(ks[i]), float(max(pval[i], 1e-300))

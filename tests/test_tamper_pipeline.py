@@ -78,3 +78,20 @@ def test_malware_segment_suppression_is_found():
     found = [e for _, e in timeline if e.alert == "segment_suppression" and e.status == "firing"]
     assert found and found[0].feature == "family=emotet"
     assert not [e for _, e in timeline if e.alert in ("trigger_suspected", "artifact_unapproved", "canary_mismatch")]
+
+
+@pytest.mark.parametrize("scenario", ["covariate_shift", "gradual_drift", "class_concentration"])
+def test_plain_drift_never_pages_as_tampering(scenario):
+    """Drift moves outputs for every segment at once; that is drift, not a
+    targeted backdoor: no critical tamper alert may fire."""
+    from monitor.alerts import FIRE_AT_ONCE
+    from monitor.simulate import Scenario, generate_records
+
+    settings = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 500}})
+    raws = [v for _, v in generate_records(3, 8000, Scenario(scenario, magnitude=1.5, shift_at=3000), seed=7)]
+    pipeline = Pipeline(settings)
+    events = []
+    for start in range(0, len(raws), 1000):
+        events += pipeline.process(raws[start : start + 1000]).events
+    assert {e.alert for e in events if e.model == "credit-risk"} & {"input_drift", "output_drift"}
+    assert not [(e.model, e.alert, e.feature) for e in events if e.alert in FIRE_AT_ONCE]
