@@ -8,9 +8,12 @@ Lifecycle of one model:
    per-test alpha derived from ``policy.expected_run_length``, Bonferroni over
    all of the model's tests) and every later batch updates them.
 
-The monitor returns :class:`Finding` objects, one per (feature, window) decision,
-for the alert state machine, and keeps the latest result of every detector for
-the Prometheus collector to read at scrape time.
+Besides the per-feature tests it runs the output, multivariate, anomaly and
+latency detectors, the tamper watch (monitor/tamper.py) and, with a labels
+topic, the accuracy tracker. It returns :class:`Finding` objects, one per
+decision, for the alert state machine, and keeps the latest result of every
+detector for the Prometheus collector to read at scrape time. All of it
+round-trips through ``state_dict`` / ``from_state`` for checkpoints.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import numpy as np
 from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
 from detectors.chi_square import ChiSquareDrift
-from detectors.ks import KSDrift
 from detectors.cusum import CUSUM
 from detectors.half_space_trees import HSTDetector
+from detectors.ks import KSDrift
 from detectors.registry import CATEGORICAL_DETECTORS, MULTIVARIATE_DETECTORS, NUMERIC_DETECTORS, detector_from_state
 from monitor.batch import ModelBatch
 from monitor.config import Settings
@@ -48,8 +51,8 @@ class Finding:
     """One window decision about one subject (a feature, or the output)."""
 
     model: str
-    alert: str  # INPUT_DRIFT or OUTPUT_DRIFT
-    feature: str  # "" for output detectors
+    alert: str  # the alert kind: INPUT_DRIFT, OUTPUT_DRIFT, ... (monitor/alerts.py SEVERITY)
+    feature: str  # the subject: a feature, a digest, a probe id; "" for the model as a whole
     detector: str
     result: DriftResult
     example_request_ids: list[str]
@@ -206,6 +209,8 @@ class ModelMonitor:
         probes = batch.canary != None  # noqa: E711 - elementwise on an object array
         if probes.any():
             batch = batch.subset(~probes)  # golden replays are not traffic
+            if batch.n == 0:
+                return findings
         self._remember_classes(batch.predicted_class)
         if self.performance is not None:
             results = self.performance.remember(batch.request_ids, batch.predicted_class)

@@ -84,3 +84,15 @@ def test_anomalous_records_raise_the_anomaly_ratio():
     assert anomaly_at and min(anomaly_at) >= 10, kinds
     assert ("mmd", "") in monitor.detectors and ("pca_reconstruction", "") in monitor.detectors
     assert monitor.matrix_features == [f"f{i}" for i in range(8)]
+
+
+def test_a_batch_of_only_canary_probes_is_handled():
+    monitor = ModelMonitor("credit-risk", SETTINGS)
+    for batch in batches("credit-risk", Scenario(), 1500):
+        monitor.update(batch)
+    assert monitor.reference_ready
+    rows = [{"model_id": "credit-risk", "timestamp": 1, "prediction": {"label": "a", "score": 0.9},
+             "features": {"f0": 1.0}, "tags": {"canary": "probe-1"}} for _ in range(5)]
+    records, _, _ = decode_batch([orjson.dumps(r) for r in rows])
+    monitor.update(build_model_batch("credit-risk", records))
+    assert monitor.records_seen == 1505
