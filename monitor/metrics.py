@@ -50,6 +50,11 @@ class InfersightCollector(Collector):
         rejected = CounterMetricFamily(
             "infersight_records_rejected", "Records rejected (dead-lettered) by reason", labels=["reason"]
         )
+        errors = CounterMetricFamily(
+            "infersight_model_errors",
+            "Records a model's detectors failed on (an internal error, logged with its traceback)",
+            labels=["model"],
+        )
         score = GaugeMetricFamily("infersight_drift_score", "Latest drift test statistic", labels=labels3)
         threshold = GaugeMetricFamily(
             "infersight_drift_threshold", "Critical value of the statistic at the calibrated alpha", labels=labels3
@@ -113,6 +118,8 @@ class InfersightCollector(Collector):
                 records.add_metric([model], count)
             for reason in REJECT_REASONS:
                 rejected.add_metric([reason], pipeline.rejected_total.get(reason, 0))
+            for model, count in pipeline.model_errors.items():
+                errors.add_metric([model], count)
             for model, monitor in pipeline.monitors.items():
                 ready.add_metric([model], float(monitor.reference_ready))
                 ignored.add_metric([model], len(monitor.ignored_features))
@@ -153,7 +160,7 @@ class InfersightCollector(Collector):
                 active.add_metric([model, alert, severity], value)
             buckets = pipeline.batch_duration.cumulative()
             duration_sum = pipeline.batch_duration.total
-        yield from (records, rejected, score, threshold, p_value, detected, seen, detected_features)
+        yield from (records, rejected, errors, score, threshold, p_value, detected, seen, detected_features)
         yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, anomaly, artifact, active)
         yield HistogramMetricFamily(
             "infersight_batch_duration_seconds",

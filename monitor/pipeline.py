@@ -9,6 +9,7 @@ returns what to dead-letter and which alert events to publish.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections import Counter
@@ -24,6 +25,8 @@ from monitor.model_monitor import Finding, ModelMonitor
 from monitor.route import build_model_batch, group_by_model
 from monitor.schema import Reject, decode_batch, decode_label_batch
 from monitor.tamper import TamperWatch, load_expectations
+
+log = logging.getLogger("infersight.pipeline")
 
 
 @dataclass(slots=True)
@@ -59,6 +62,7 @@ class Pipeline:
         self.records_total: Counter[str] = Counter()  # per model
         self.rejected_total: Counter[str] = Counter()  # per reason
         self.labels_unknown_model = 0  # labels for models this daemon has not seen
+        self.model_errors: Counter[str] = Counter()  # records a model's detectors failed on
         self.model_partition: dict[str, int] = {}  # partition each model's records come from
         self.batch_duration = DurationHistogram()
         # Scrapes run on the HTTP server's thread; they read what process() writes.
@@ -96,8 +100,13 @@ class Pipeline:
             rejects.extend(refused)
             for model_id, model_records in groups.items():
                 batch = build_model_batch(model_id, model_records)
-                findings.extend(self._check_integrity(batch))
-                findings.extend(self.monitors[model_id].update(batch))
+                try:
+                    findings.extend(self._check_integrity(batch))
+                    findings.extend(self.monitors[model_id].update(batch))
+                except Exception:  # a bug in one model's detectors must not stop the others
+                    self.model_errors[model_id] += len(model_records)
+                    log.exception("model %s: %d records not monitored after an internal error",
+                                  model_id, len(model_records))
                 complete.update((model_id, kind) for kind in ("artifact_unapproved", *TamperWatch.COMPLETE_KINDS))
                 self.records_total[model_id] += len(model_records)
             findings.extend(self._join_labels(labels))

@@ -100,3 +100,21 @@ def test_readme_config_reference_is_exactly_the_defaults():
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert Settings.model_validate(yaml.safe_load(block)) == Settings()
     assert yaml.safe_load(block) == Settings().model_dump(mode="json")
+
+
+def test_an_internal_error_in_one_model_does_not_stop_the_others(monkeypatch):
+    from monitor.model_monitor import ModelMonitor
+
+    pipeline = Pipeline(Settings())
+    original = ModelMonitor.update
+
+    def fragile(self, batch):
+        if self.model_id == "fraud-scorer":
+            raise RuntimeError("detector bug")
+        return original(self, batch)
+
+    monkeypatch.setattr(ModelMonitor, "update", fragile)
+    outcome = pipeline.process([v for _, v in generate_records(models=3, records_per_model=10)])
+    assert pipeline.model_errors == {"fraud-scorer": 10}
+    assert pipeline.records_total["credit-risk"] == 10 and pipeline.records_total["churn-predictor"] == 10
+    assert outcome.n_valid == 30
