@@ -251,9 +251,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_score_series(args: argparse.Namespace) -> int:
-    from monitor.score_series import main as score_series_main
+    from monitor.score_series import run
 
-    return score_series_main([args.input, args.output])
+    return run(args)
 
 
 # -- parser -------------------------------------------------------------------
@@ -323,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score-series", help="online anomaly score and change points for a timestamp,value CSV",
                            description="Reads IN.csv (timestamp,value rows), writes OUT.csv with anomaly_score "
                            "in [0, 1] and change_point (0/1), each computed only from the rows up to it.")
-    score.add_argument("input", metavar="IN.csv")
-    score.add_argument("output", metavar="OUT.csv")
+    from monitor.score_series import add_arguments as score_series_arguments
+
+    score_series_arguments(score)
     score.set_defaults(func=cmd_score_series)
     return parser
 

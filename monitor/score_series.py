@@ -144,28 +144,39 @@ def score_series(
             "period": scorer.period}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``infersight score-series IN.csv OUT.csv``: exit 0 on success, 2 on bad input."""
-    ap = argparse.ArgumentParser(
-        prog="infersight score-series",
-        description="Append an online anomaly_score (0..1) and change_point (0/1) to a timestamp,value CSV.",
-    )
-    ap.add_argument("input", help="CSV with header timestamp,value")
-    ap.add_argument("output", help="where to write the scored CSV")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's arguments (shared by ``infersight score-series`` and ``main``)."""
+    ap.add_argument("input", metavar="IN.csv", help="CSV with header timestamp,value")
+    ap.add_argument("output", metavar="OUT.csv", help="where to write the scored CSV")
     ap.add_argument("--period", type=int, default=None, help="seasonal period in rows (default: detect online; 0: none)")
     ap.add_argument("--change-arl", type=float, default=20_000, help="expected rows between false change points")
     ap.add_argument("--no-fill-gaps", action="store_true", help="do not treat timestamp jumps as missing rows")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score ``args.input`` into ``args.output``: exit 0 on success, 2 on bad input."""
     try:
         res = score_series(args.input, args.output, args.period, args.change_arl, not args.no_fill_gaps)
-    except (SeriesError, OSError) as e:
-        print(f"score-series: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"infersight score-series: cannot read or write: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except SeriesError as e:
+        print(f"infersight score-series: {e}", file=sys.stderr)
         return 2
     print(
         f"scored {res['rows']} rows ({res['missing']} missing, period {res['period'] or 'none'}): "
         f"{res['anomalies']} with anomaly_score > 0.9, {res['change_points']} change points -> {args.output}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="infersight score-series",
+        description="Append an online anomaly_score (0..1) and change_point (0/1) to a timestamp,value CSV.",
+    )
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
