@@ -8,30 +8,26 @@ overflows its two oldest summaries merge into one of the next level.  Every
 signals a change when ``|mean(W0) - mean(W1)|`` exceeds a Hoeffding/Bernstein
 bound.  After a detection River's wrapper throws the whole window away.
 
-Two facts make a vectorised version with *identical* decisions possible:
+River 0.26 runs this in Rust.  Here a whole batch is one call into a compiled
+loop (numba, ``cache=True``) that does River's bucket updates and running
+total/variance with the same floating-point operations in the same order
+(logarithms through libm like Rust's ``ln``), so the decisions are identical.
 
-* between detections nothing is ever deleted, so the bucket layout after
-  ``w`` insertions is a pure function of ``w`` (a carry-save binary counter:
-  the count at a level is ``m`` if ``m <= max_buckets`` else
-  ``max_buckets - 1 + (m - max_buckets - 1) % 2`` where ``m`` counts the
-  summaries ever pushed into it) and every level-``i`` bucket is an aligned
-  block of ``2**i`` values whose total is the pairwise sum River builds;
-* River's running total and variance are sequential sums, which
-  ``np.cumsum`` reproduces bit for bit (it adds left to right).
+What makes it faster than the Rust loop is the check: River evaluates
+``|u0/n0 - u1/n1| > sqrt(2 m v d') + 2/3 d' m`` at every cut (four divisions
+and a square root each, ~5 log2(width) cuts every ``clock`` values).  Here a
+check first runs a *screen* with products only,
 
-So a batch is handled as: cumulative total/variance, per-level pairwise block
-sums, and one padded ``(checks, buckets)`` table of all cut points of every
-check in the batch, evaluated at once.  The float operations are the same as
-River's, in the same order (logarithms through ``math.log`` like Rust's libm
-``ln``), so the decisions match exactly, not just approximately (River 0.26
-runs ADWIN in Rust, a line-by-line port of its former Cython code; this was
-written from the algorithm and checked against it).  There is no per-record
-Python; the only sequential part is the restart after a detection.
+    (|u0 n1 - u1 n0| + E) a b - c1 (a + b) n0 n1 <= 0   or
+    (...)**2 <= c2 (a + b) a b (n0 n1)**2,      a, b = n0, n1 - mwl + 1,
 
-Speed: River's Rust does the same per-check arithmetic with no interpreter
-overhead, so this is only ~2x faster than River on a 10k batch (the table of
-cut points, ``5 * log2(width)`` per ``clock`` values, is the cost).  What the
-batch version buys is no Python call per value and exact River decisions.
+which implies River's inequality does not hold at that cut, with ``E`` a
+bound on the rounding of River's divisions and a 1e-9 relative margin on
+the constants (rounding is ~1e-15): a screen that passes proves no cut
+fires.  Only when it cannot (near or after a change, or for the last check
+of a batch, whose ratio is reported) are River's exact tests evaluated, in
+River's order.  ``_update(x, exact=True)`` skips the screen; the tests check
+both paths agree, and both against River.
 """
 
 from __future__ import annotations
@@ -40,37 +36,228 @@ import math
 from typing import Any, Self
 
 import numpy as np
+from numba import njit
 
 from detectors.base import Detector, DriftResult
 
-# records per slice: bounds the (checks x buckets) table to ~1024 checks
-_CHECKS_PER_SLICE = 1024
+_MAX_LEVELS = 64
+# Relative slack of the screening test (far above its rounding error, ~1e-15).
+_SLACK = 1e-9
+_ULP = 2.0**-52
 
 
-def _layout(w: np.ndarray, max_buckets: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per level ``i``: number of buckets ``c_i`` and summaries ever pushed
-    ``m_i`` after ``w`` insertions (arrays shaped like ``w``)."""
-    M = max_buckets
-    cs, ms = [], []
-    m = np.asarray(w, dtype=np.int64)
-    while m.size and m.max() > 0:
-        c = np.where(m <= M, m, M - 1 + ((m - M - 1) % 2))
-        cs.append(c)
-        ms.append(m)
-        m = (m - c) // 2
-    return cs, ms
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cut_ratio(u0, u1, n0, n1, dp, v, mwl):  # pragma: no cover - compiled
+    """River's cut test, its float operations in its order: (|dm|, epsilon)."""
+    delta_mean = (u0 / n0) - (u1 / n1)
+    m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
+    eps = math.sqrt(2.0 * m_recip * v * dp) + 2.0 / 3.0 * dp * m_recip
+    return abs(delta_mean), eps
 
 
-def _layout_scalar(w: int, M: int) -> tuple[list[int], list[int]]:
-    """:func:`_layout` for one width, in plain integers (cheaper than numpy)."""
-    cs, ms = [], []
-    m = w
-    while m > 0:
-        c = m if m <= M else M - 1 + ((m - M - 1) % 2)
-        cs.append(c)
-        ms.append(m)
-        m = (m - c) // 2
-    return cs, ms
+@njit(cache=True, nogil=True, error_model="numpy")
+def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det_out, info_out):  # pragma: no cover
+    """River's ADWIN (Rust ``AdaptiveWindowing`` + the Python wrapper's reset
+    after a detection) over ``x``.
+
+    ``fst`` = [width, total, variance, last_ratio, screen d' (cached), the
+    width it was computed at]; ``ist`` = [n_seen, n_levels, window start,
+    screened checks, exact checks]; ``tot``/``cnt`` = per level the
+    bucket totals (oldest first) and counts.  Every
+    check first runs a screening test (multiplications only, with a safety
+    margin far above rounding error) that proves no cut can fire; only if it
+    cannot prove that are River's exact cut tests evaluated, in River's
+    order.  ``exact`` skips the screen (for tests).  Returns the number of
+    detections; per detection ``det_out`` = stream position and
+    ``info_out`` = [ratio, change position, upward, width]."""
+    w = fst[0]
+    total = fst[1]
+    var = fst[2]
+    dp_screen = fst[4]
+    dp_w = fst[5]
+    n_seen = ist[0]
+    nlev = ist[1]
+    start = ist[2]
+    m = x.shape[0]
+    nd = 0
+    cap = M + 1
+    # values until the next check: River checks when tick % clock == 0, and
+    # tick == width between resets
+    countdown = clock - int(w) % clock
+    ncut_max = _MAX_LEVELS * cap
+    cn0 = np.empty(ncut_max)
+    cu0 = np.empty(ncut_max)
+    cu1 = np.empty(ncut_max)
+    seg_max = min(clock, 1024)
+    seg_tot = np.empty(seg_max + 1)
+    seg_inc = np.empty(seg_max)
+    qin = np.empty(seg_max + cap)
+    qq = np.empty(seg_max + 2 * cap)
+    i = 0
+    while i < m:
+        # -- insert_element for the values up to the next check, in three
+        # passes (the divisions of the middle one vectorise); same
+        # operations as River's, in its order, for every value
+        e = min(m, i + min(countdown, seg_max))
+        L = e - i
+        seg_tot[0] = total
+        for j in range(L):
+            seg_tot[j + 1] = seg_tot[j] + x[i + j]
+        for j in range(L):
+            wj = w + (j + 1.0)
+            dv = x[i + j] - seg_tot[j] / (wj - 1.0)
+            seg_inc[j] = (wj - 1.0) * dv * dv / wj if wj > 1.0 else 0.0
+        for j in range(L):
+            var += seg_inc[j]
+        total = seg_tot[L]
+        w += L
+        countdown -= L
+        # -- compress_buckets.  A level's evolution depends only on the
+        # sequence of summaries pushed into it: with its c buckets followed by
+        # the n new ones as Q, River's merges (two oldest, whenever it holds
+        # M + 1) produce Q[0]+Q[1], Q[2]+Q[3], ... for the next level (k of
+        # them) and leave Q[2k:].  Checks come only at segment ends, so a
+        # whole segment is pushed level by level, same sums, same order.
+        nin = L
+        for j in range(L):
+            qin[j] = x[i + j]
+        lev = 0
+        while nin > 0:
+            if lev >= nlev:
+                nlev = lev + 1
+                cnt[lev] = 0
+            c = cnt[lev]
+            tl = c + nin
+            if tl <= M:
+                for j in range(nin):
+                    tot[lev, c + j] = qin[j]
+                cnt[lev] = tl
+                break
+            k = 1 + (tl - cap) // 2
+            for j in range(c):
+                qq[j] = tot[lev, j]
+            for j in range(nin):
+                qq[c + j] = qin[j]
+            for j in range(k):
+                qin[j] = qq[2 * j] + qq[2 * j + 1]
+            rem = tl - 2 * k
+            for j in range(rem):
+                tot[lev, j] = qq[2 * k + j]
+            cnt[lev] = rem
+            nin = k
+            lev += 1
+        n_seen += L
+        i = e
+        if countdown != 0:
+            continue
+        countdown = clock
+        if not (w > grace):
+            continue
+        # prefix sums over the cut points, oldest bucket first, exactly as River
+        nc = 0
+        n0 = 0.0
+        n1 = w
+        u0 = 0.0
+        u1 = total
+        for lev in range(nlev - 1, -1, -1):
+            size = float(1 << lev)
+            cl = cnt[lev]
+            for k in range(cl):
+                n0 += size
+                n1 -= size
+                t = tot[lev, k]
+                u0 += t
+                u1 -= t
+                if lev == 0 and k == cl - 1:
+                    break
+                cn0[nc] = n0
+                cu0[nc] = u0
+                cu1[nc] = u1
+                nc += 1
+        v = var / w
+        last_check = i + clock > m
+        # d' only grows with the width: the screen may use a value computed
+        # at a smaller width (a lower bound), refreshed when the width doubles
+        if dp_w <= 0.0 or w >= 2.0 * dp_w or w < dp_w:
+            dp_screen = math.log(2.0 * math.log(w) / delta)
+            dp_w = w
+        safe = not exact and dp_screen > 0.0 and v >= 0.0
+        if safe:
+            # |dm| <= eps for every valid cut, proved with products only:
+            # dm = (u0 n1 - u1 n0) / (n0 n1) up to E (rounding of River's
+            # divisions), m_recip = (a + b) / (a b), a = n0 - mwl + 1, b = n1 - mwl + 1.
+            # Branch-free so that it vectorises.
+            c2 = 2.0 * v * dp_screen * (1.0 - _SLACK)
+            c1 = 2.0 / 3.0 * dp_screen * (1.0 - _SLACK)
+            bad = 0
+            for c in range(nc):
+                a0 = cn0[c]
+                a1 = w - a0
+                b0 = cu0[c]
+                b1 = cu1[c]
+                num = abs(b0 * a1 - b1 * a0) + 8.0 * _ULP * (abs(b0) * a1 + abs(b1) * a0)
+                ra = a0 - mwl + 1.0
+                rb = a1 - mwl + 1.0
+                q = a0 * a1
+                lhs = num * (ra * rb) - c1 * (ra + rb) * q
+                fail = (lhs > 0.0) & (lhs * lhs > c2 * (ra + rb) * (ra * rb) * (q * q))
+                valid = (a0 >= mwl) & (a1 >= mwl)
+                bad += fail & valid
+            safe = bad == 0
+            ist[3] += 1
+        if safe and not last_check:
+            continue
+        if not safe:
+            ist[4] += 1
+        dp = math.log(2.0 * math.log(w) / delta)
+        hit = False
+        best = -1.0  # largest ratio among the cuts that fire
+        best_c = -1
+        top = 0.0  # largest ratio among all valid cuts
+        for c in range(nc):
+            a0 = cn0[c]
+            a1 = w - a0  # River's n1 (exact: integers below 2**53)
+            if not (a1 >= mwl and a0 >= mwl):
+                continue
+            adm, eps = _cut_ratio(cu0[c], cu1[c], a0, a1, dp, v, mwl)
+            ratio = adm / eps
+            if ratio > top:
+                top = ratio
+            if adm > eps:
+                hit = True
+                if best_c < 0 or ratio > best:
+                    best = ratio
+                    best_c = c
+        if not hit:
+            if last_check:
+                fst[3] = top
+            continue
+        c = best_c
+        dm = cu0[c] / cn0[c] - cu1[c] / (w - cn0[c])
+        det_out[nd] = n_seen - 1
+        info_out[nd, 0] = best
+        info_out[nd, 1] = start + cn0[c]
+        info_out[nd, 2] = 1.0 if dm < 0 else 0.0
+        info_out[nd, 3] = w
+        nd += 1
+        # the wrapper throws the whole window away
+        w = 0.0
+        total = 0.0
+        var = 0.0
+        nlev = 1
+        cnt[0] = 0
+        start = n_seen
+        countdown = clock
+        dp_w = 0.0
+    fst[0] = w
+    fst[1] = total
+    fst[2] = var
+    fst[4] = dp_screen
+    fst[5] = dp_w
+    ist[0] = n_seen
+    ist[1] = nlev
+    ist[2] = start
+    return nd
 
 
 class ADWIN(Detector):
@@ -109,157 +296,70 @@ class ADWIN(Detector):
         self.max_buckets = int(max_buckets)
         self.min_window_length = int(min_window_length)
         self.grace_period = int(grace_period)
-        self.n_seen = 0
-        self._last_ratio: float | None = None
-        self._reset()
+        self._init_state(0, None)
 
-    def _reset(self) -> None:
-        self._w = 0  # values since the last reset (River's width and tick)
-        self._total = 0.0
-        self._var = 0.0
-        self._levels: list[list[float]] = []  # bucket totals per level, oldest first
-        self._start = self.n_seen  # stream position of the window's first value
+    def _init_state(self, n_seen: int, last_ratio: float | None) -> None:
+        """A fresh window; the kernel keeps its state in these arrays."""
+        self._tot = np.zeros((_MAX_LEVELS, self.max_buckets + 1))  # bucket totals per level, oldest first
+        self._cnt = np.zeros(_MAX_LEVELS, dtype=np.int64)
+        # width, total, variance, last ratio, screen d' and the width it was computed at
+        self._fst = np.array([0.0, 0.0, 0.0, np.nan if last_ratio is None else last_ratio, 0.0, 0.0])
+        # n_seen, levels, window start, screened checks, exact checks (last batch)
+        self._ist = np.array([n_seen, 1, n_seen, 0, 0], dtype=np.int64)
 
-    # -- core --------------------------------------------------------------
-    def _scan(self, x: np.ndarray) -> int:
-        """Consume ``x`` up to the first detection; returns its index or -1."""
-        M, W0, m = self.max_buckets, self._w, len(x)
-        W1 = W0 + m
-        width = W0 + np.arange(1, m + 1, dtype=np.float64)
-        tot = np.cumsum(np.concatenate(([self._total], x)))
-        dv = x - tot[:-1] / np.maximum(width - 1.0, 1.0)
-        inc = np.where(width > 1.0, ((width - 1.0) * dv) * dv / width, 0.0)
-        var = np.cumsum(np.concatenate(([self._var], inc)))[1:]
-        tot = tot[1:]
+    @property
+    def n_seen(self) -> int:
+        return int(self._ist[0])
 
-        # block totals per level, covering every bucket alive during the batch
-        c0, m0 = _layout_scalar(W0, M)
-        c1, m1 = _layout_scalar(W1, M)
-        arrs, bases = [], []
-        for i in range(len(m1)):
-            mi0 = m0[i] if i < len(m0) else 0
-            ci0 = c0[i] if i < len(c0) else 0
-            old = np.asarray(self._levels[i] if i < len(self._levels) else [], dtype=np.float64)
-            if i == 0:
-                new = x
-            else:
-                q = m1[i] - mi0
-                prev = arrs[i - 1]
-                new = prev[0 : 2 * q : 2] + prev[1 : 2 * q : 2]
-            arrs.append(np.concatenate((old, new)))
-            bases.append(mi0 - ci0)
+    @property
+    def _w(self) -> int:
+        return int(self._fst[0])
 
-        # every check of the batch: tick % clock == 0 and width > grace_period
-        first = (-W0) % self.clock or self.clock  # offset (1-based) of the first check
-        ks = np.arange(first, m + 1, self.clock) - 1
-        ks = ks[width[ks] > self.grace_period] if ks.size else ks
-        det = -1
-        ratio_last = None
-        if ks.size:
-            wk = (W0 + ks + 1).astype(np.int64)
-            cs, ms = _layout(wk, M)
-            L = len(cs)
-            K = len(ks)
-            # cut-point table, one column per check, rows = buckets oldest first
-            # (columns make the running sums contiguous along axis 0)
-            C = L * M
-            vals = np.zeros((C, K))
-            sizes = np.zeros((C, K))
-            valid = np.zeros((C, K), dtype=bool)
-            slots = np.arange(M)[:, None]
-            for i in range(L):  # oldest (top level) first
-                row = (L - 1 - i) * M
-                c, mi = cs[i][None, :], ms[i][None, :]
-                ok = slots < c
-                idx = np.where(ok, mi - c + slots - bases[i], 0)
-                vals[row : row + M] = np.where(ok, arrs[i][idx], 0.0)
-                sizes[row : row + M] = ok * float(2**i)
-                valid[row : row + M] = ok
-            # River stops before the newest bucket (W1 would be empty)
-            valid[(L - 1) * M + cs[0] - 1, np.arange(K)] = False
-            n0 = np.cumsum(sizes, axis=0)
-            u0 = np.cumsum(vals, axis=0)
-            # u1 = total - t_0 - t_1 - ... subtracted one by one, like River
-            vals = np.negative(vals, out=vals)
-            vals[0] += tot[ks]
-            u1 = np.cumsum(vals, axis=0)
-            wf = wk.astype(np.float64)
-            n1 = wf - n0
-            mwl = float(self.min_window_length)
-            valid &= (n0 >= mwl) & (n1 >= mwl)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                absdm = np.abs(u0 / n0 - u1 / n1)
-                dprime = np.array([math.log(2.0 * math.log(w) / self.delta) for w in wk.tolist()])
-                m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
-                eps = np.sqrt(2.0 * m_recip * (var[ks] / wf) * dprime) + 2.0 / 3.0 * dprime * m_recip
-                cut = valid & (absdm > eps)
-            hit = cut.any(axis=0)
+    @property
+    def _last_ratio(self) -> float | None:
+        v = float(self._fst[3])
+        return None if math.isnan(v) else v
 
-            def ratios(kk: int) -> np.ndarray:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return np.where(valid[:, kk], absdm[:, kk] / eps[:, kk], 0.0)
-
-            if hit.any():
-                kk = int(np.argmax(hit))
-                det = int(ks[kk])
-                rk = ratios(kk)
-                best = int(np.argmax(np.where(cut[:, kk], rk, -1.0)))
-                dm = u0[best, kk] / n0[best, kk] - u1[best, kk] / n1[best, kk]
-                self._det = {
-                    "ratio": float(rk[best]),
-                    "change": self._start + int(n0[best, kk]),
-                    "up": bool(dm < 0),  # W0 mean below W1 mean
-                    "width": int(wk[kk]),
-                }
-            else:
-                ratio_last = float(ratios(K - 1).max())
-        if ratio_last is not None:
-            self._last_ratio = ratio_last
-        end = det + 1 if det >= 0 else m
-        self.n_seen += end
-        if det < 0:
-            self._levels = [arrs[i][m1[i] - c1[i] - bases[i] : m1[i] - bases[i]].tolist() for i in range(len(m1))]
-            self._w = W1
-            self._total = float(tot[-1])
-            self._var = float(var[-1])
-        return det
+    @property
+    def _levels(self) -> list[list[float]]:
+        if self._w == 0:
+            return []
+        return [self._tot[i, : self._cnt[i]].tolist() for i in range(int(self._ist[1]))]
 
     def update(self, values: np.ndarray) -> DriftResult | None:
-        x = np.asarray(values, dtype=np.float64).ravel()
+        x = np.ascontiguousarray(values, dtype=np.float64).ravel()
         if x.size and not np.isfinite(x).all():
             raise ValueError("ADWIN: values must be finite (drop NaN/inf before update)")
+        return self._update(x, exact=False)
+
+    def _update(self, x: np.ndarray, exact: bool) -> DriftResult | None:
         batch_start = self.n_seen
-        detections: list[int] = []
-        changes: list[int] = []
-        info = None
-        i = 0
-        while i < len(x):
-            seg = x[i : i + self.clock * _CHECKS_PER_SLICE]
-            det = self._scan(seg)
-            if det >= 0:
-                info = self._det
-                detections.append(self.n_seen - 1)
-                changes.append(info["change"])
-                self._reset()  # River's wrapper starts afresh after a detection
-                i += det + 1
-            else:
-                i += len(seg)
-        if info is not None:
+        m = len(x)
+        ndet = m // max(self.clock, 1) + 1
+        det = np.empty(ndet, dtype=np.int64)
+        info = np.empty((ndet, 4))
+        self._ist[3:] = 0
+        nd = _adwin_kernel(x, self._fst, self._ist, self._tot, self._cnt, self.delta, self.clock, self.max_buckets,
+                           float(self.min_window_length), float(self.grace_period), exact, det, info)
+        if nd:
+            detections = det[:nd].tolist()
+            changes = [int(v) for v in info[:nd, 1]]
+            ratio, change, up, width = float(info[nd - 1, 0]), changes[-1], bool(info[nd - 1, 2]), int(info[nd - 1, 3])
             pos = detections[-1]
-            lo = max(info["change"], batch_start) - batch_start
+            lo = max(change, batch_start) - batch_start
             seg = x[lo : pos - batch_start + 1]
-            order = np.argsort(-seg if info["up"] else seg, kind="stable")[:5] + lo
+            order = np.argsort(-seg if up else seg, kind="stable")[:5] + lo
             return DriftResult(
-                statistic=info["ratio"],
+                statistic=ratio,
                 threshold=1.0,
                 detected=True,
                 n_seen=self.n_seen,
-                change_index=info["change"],
+                change_index=change,
                 examples=tuple(sorted(int(t) for t in order)),
                 detail=(
-                    f"ADWIN: mean {'increase' if info['up'] else 'decrease'} detected at record {pos} "
-                    f"(|mean difference| = {info['ratio']:.3g} x epsilon over a window of "
-                    f"{info['width']}), cut at record {info['change']}"
+                    f"ADWIN: mean {'increase' if up else 'decrease'} detected at record {pos} "
+                    f"(|mean difference| = {ratio:.3g} x epsilon over a window of "
+                    f"{width}), cut at record {change}"
                 ),
                 extra={"detections": detections, "change_points": changes},
             )
@@ -283,7 +383,7 @@ class ADWIN(Detector):
     @property
     def estimation(self) -> float:
         """Mean of the current window."""
-        return self._total / self._w if self._w else 0.0
+        return float(self._fst[1]) / self._w if self._w else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -296,21 +396,22 @@ class ADWIN(Detector):
             },
             "n_seen": self.n_seen,
             "w": self._w,
-            "total": self._total,
-            "variance": self._var,
-            "levels": [list(lv) for lv in self._levels],
-            "start": self._start,
+            "total": float(self._fst[1]),
+            "variance": float(self._fst[2]),
+            "levels": self._levels,
+            "start": int(self._ist[2]),
             "last_ratio": self._last_ratio,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         d = cls(**state["params"])
-        d.n_seen = int(state["n_seen"])
-        d._w = int(state["w"])
-        d._total = float(state["total"])
-        d._var = float(state["variance"])
-        d._levels = [[float(v) for v in lv] for lv in state["levels"]]
-        d._start = int(state["start"])
-        d._last_ratio = state["last_ratio"]
+        d._init_state(int(state["n_seen"]), state["last_ratio"])
+        levels = [[float(v) for v in lv] for lv in state["levels"]]
+        for i, lv in enumerate(levels):
+            d._tot[i, : len(lv)] = lv
+            d._cnt[i] = len(lv)
+        d._fst[:3] = [float(state["w"]), float(state["total"]), float(state["variance"])]
+        d._ist[1] = max(1, len(levels))
+        d._ist[2] = int(state["start"])
         return d

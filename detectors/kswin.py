@@ -3,80 +3,166 @@
 Same semantics and, with the same seed, the same decisions as
 :class:`river.drift.KSWIN`: a window of the last ``window_size`` values; once
 full, every new value draws ``stat_size`` values uniformly (Python
-``random.Random(seed).sample``, the very same calls) from the older part and
-compares them with the ``stat_size`` most recent values with a two-sample KS
-test; a change is signalled when ``p <= alpha`` and ``D > 0.1``, after which
-the window and the random generator start afresh.
+``random.Random(seed).sample``) from the older part and compares them with
+the ``stat_size`` most recent values with a two-sample KS test; a change is
+signalled when ``p <= alpha`` and ``D > 0.1``, after which the window and the
+random generator start afresh.
 
 Why it is much faster than River's (one ``scipy.stats.ks_2samp`` call per
-value): all tests of a batch are evaluated together.  Both samples have
-``stat_size`` values, so ``D * stat_size`` is an integer ``h`` (the largest
-gap of the two empirical CDFs, found with one row-wise argsort and a
-cumulative sum over the merged samples, evaluated only at the end of tie
-runs, as ``searchsorted(side="right")`` does), and scipy's p-value in
-``method="auto"`` (exact for equal sizes) depends only on ``(stat_size, h)``:
-it is tabulated once.  The only per-value Python left is drawing the random
-sample, to keep River's random stream (CPython's ``sample`` with its method
-layers inlined, checked against ``random.sample`` at import): it is about
-two thirds of the cost, the price of identical decisions.
+value): one compiled loop (numba, ``cache=True``) per batch does everything.
+
+* The random sample: CPython's ``Random`` is MT19937 and ``sample`` draws
+  with ``_randbelow`` = ``getrandbits(bit_length)`` with rejection, where
+  ``getrandbits(k <= 32)`` is one 32-bit MT output shifted right by
+  ``32 - k``.  The loop runs that very generator on the state taken from
+  ``random.Random.getstate()`` (and puts the advanced state back with
+  ``setstate``), in both of ``sample``'s branches (pool and set), so the
+  samples -- and the generator afterwards -- are bit-identical to River's
+  (checked against ``random.sample`` in the tests).
+* The test: both samples have ``stat_size`` values, so ``D * stat_size`` is an
+  integer ``h`` (the largest gap of the two empirical CDFs, taken after the
+  last of equal values, as ``searchsorted(side="right")`` does), and scipy's
+  p-value in ``method="auto"`` (exact for equal sizes) depends only on
+  ``(stat_size, h)``: it is tabulated once.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from functools import lru_cache
 from typing import Any, Self
 
 import numpy as np
+from numba import njit
 from scipy import stats
 
 from detectors.base import Detector, DriftResult
 
-_TESTS_PER_SLICE = 2048
-
-
-def _pool_samples(rng: random.Random, n: int, k: int, count: int) -> list[list[int]]:
-    """``count`` successive ``rng.sample(range(n), k)`` results, consuming the
-    generator exactly as CPython's ``sample`` does in its "pool" branch
-    (``_randbelow`` = ``getrandbits(bit_length)`` with rejection), with the
-    method-call layers inlined: ~1.6x faster than calling ``sample``."""
-    grb = rng.getrandbits
-    bits = [(n - i).bit_length() for i in range(k)]
-    base = list(range(n))
-    out = []
-    for _ in range(count):
-        pool = base[:]
-        res = [0] * k
-        for i in range(k):
-            m = n - i
-            b = bits[i]
-            j = grb(b)
-            while j >= m:
-                j = grb(b)
-            res[i] = pool[j]
-            pool[j] = pool[m - 1]
-        out.append(res)
-    return out
-
 
 def _uses_pool(n: int, k: int) -> bool:
-    """Whether CPython's sample(range(n), k) takes the pool branch."""
-    import math
-
+    """Whether CPython's ``sample(range(n), k)`` takes the pool branch (same
+    expression as CPython's ``random.sample``)."""
     setsize = 21
     if k > 5:
         setsize += 4 ** math.ceil(math.log(k * 3, 4))
     return n <= setsize
 
 
-def _check_pool_emulation() -> bool:
-    a, b = random.Random(7), random.Random(7)
-    ok = [a.sample(range(70), 30) for _ in range(50)] == _pool_samples(b, 70, 30, 50)
-    return ok and a.random() == b.random()
+@njit(cache=True, nogil=True, inline="always")
+def _genrand_uint32(mt, pos):  # pragma: no cover - compiled
+    """CPython's ``genrand_uint32`` (MT19937) on a state held in int64s."""
+    if pos[0] >= 624:
+        for kk in range(227):
+            y = (mt[kk] & 0x80000000) | (mt[kk + 1] & 0x7FFFFFFF)
+            mt[kk] = mt[kk + 397] ^ (y >> 1) ^ (0x9908B0DF if y & 1 else 0)
+        for kk in range(227, 623):
+            y = (mt[kk] & 0x80000000) | (mt[kk + 1] & 0x7FFFFFFF)
+            mt[kk] = mt[kk - 227] ^ (y >> 1) ^ (0x9908B0DF if y & 1 else 0)
+        y = (mt[623] & 0x80000000) | (mt[0] & 0x7FFFFFFF)
+        mt[623] = mt[396] ^ (y >> 1) ^ (0x9908B0DF if y & 1 else 0)
+        pos[0] = 0
+    y = mt[pos[0]]
+    pos[0] += 1
+    y ^= y >> 11
+    y ^= (y << 7) & 0x9D2C5680
+    y ^= (y << 15) & 0xEFC60000
+    y ^= y >> 18
+    return y
 
 
-_POOL_OK = _check_pool_emulation()  # falls back to rng.sample on other Pythons
+@njit(cache=True, nogil=True)
+def _bit_length(v):  # pragma: no cover - compiled
+    b = 0
+    while v > 0:
+        b += 1
+        v >>= 1
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _sample(mt, pos, n, k, use_pool, out, pool, selected):  # pragma: no cover - compiled
+    """``random.Random.sample(range(n), k)`` into ``out`` (CPython 3.11+)."""
+    if use_pool:
+        for i in range(n):
+            pool[i] = i
+        for i in range(k):
+            m = n - i
+            sh = 32 - _bit_length(m)
+            j = _genrand_uint32(mt, pos) >> sh
+            while j >= m:
+                j = _genrand_uint32(mt, pos) >> sh
+            out[i] = pool[j]
+            pool[j] = pool[m - 1]
+    else:
+        for i in range(n):
+            selected[i] = False
+        sh = 32 - _bit_length(n)
+        for i in range(k):
+            j = _genrand_uint32(mt, pos) >> sh
+            while j >= n:
+                j = _genrand_uint32(mt, pos) >> sh
+            while selected[j]:
+                j = _genrand_uint32(mt, pos) >> sh
+                while j >= n:
+                    j = _genrand_uint32(mt, pos) >> sh
+            selected[j] = True
+            out[i] = j
+
+
+@njit(cache=True, nogil=True)
+def _kswin_kernel(buf, L0, W, r, h_min, use_pool, mt, pos, mt0, pos0, det_out, chg_out, h_out, last):  # pragma: no cover
+    """Run KSWIN over ``buf`` (the ``L0`` retained window values, then the
+    batch).  Returns ``(n_detections, buffer index where the current window
+    starts)``; ``mt``/``pos`` (generator state) and ``last`` (h of the latest
+    test, -1 if none) are updated in place; after a detection the generator
+    restarts from ``mt0``/``pos0`` (River re-seeds)."""
+    n = W - r
+    picks = np.empty(r, dtype=np.int64)
+    pool = np.empty(n, dtype=np.int64)
+    selected = np.empty(n, dtype=np.bool_)
+    a = np.empty(r)
+    b = np.empty(r)
+    wstart = 0
+    nd = 0
+    for g in range(L0, buf.shape[0]):
+        if g - wstart + 1 < W:
+            continue
+        s0 = g - W + 1
+        _sample(mt, pos, n, r, use_pool, picks, pool, selected)
+        for i in range(r):
+            a[i] = buf[s0 + picks[i]]
+            b[i] = buf[g - r + 1 + i]
+        a.sort()
+        b.sort()
+        ia = 0
+        ib = 0
+        h = 0
+        while ia < r or ib < r:
+            if ib >= r or (ia < r and a[ia] <= b[ib]):
+                v = a[ia]
+            else:
+                v = b[ib]
+            while ia < r and a[ia] == v:
+                ia += 1
+            while ib < r and b[ib] == v:
+                ib += 1
+            d = ia - ib if ia >= ib else ib - ia
+            if d > h:
+                h = d
+        last[0] = h
+        if h >= h_min:
+            det_out[nd] = g
+            chg_out[nd] = g - r + 1
+            h_out[nd] = h
+            nd += 1
+            # River empties the window and re-seeds its generator
+            wstart = g + 1
+            for i in range(624):
+                mt[i] = mt0[i]
+            pos[0] = pos0
+    return nd, wstart
 
 
 @lru_cache(maxsize=32)
@@ -146,81 +232,47 @@ class KSWIN(Detector):
         self._window: list[float] = []
         self._rng = random.Random(self.seed)
 
-    def _scan(self, x: np.ndarray) -> int:
-        """Consume ``x`` until the first detection (index) or the end (-1)."""
-        W, r = self.window_size, self.stat_size
-        buf = np.concatenate((np.asarray(self._window, dtype=np.float64), x))
-        L0 = len(self._window)
-        first = max(W - 1, L0)  # buf index of the first value whose window is full
-        g = np.arange(first, len(buf))
-        det = -1
-        if len(g):
-            pop = range(W - r)
-            if _POOL_OK and _uses_pool(W - r, r):
-                picks = np.array(_pool_samples(self._rng, W - r, r, len(g)), dtype=np.int64)
-            else:
-                sample = self._rng.sample
-                picks = np.array([sample(pop, r) for _ in range(len(g))], dtype=np.int64)
-            start = (g - W + 1)[:, None]
-            a = buf[start + picks]
-            b = buf[(g - r + 1)[:, None] + np.arange(r)[None, :]]
-            both = np.concatenate((a, b), axis=1)
-            order = np.argsort(both, axis=1, kind="stable")
-            srt = np.take_along_axis(both, order, axis=1)
-            step = np.where(order < r, 1, -1)
-            cdf_gap = np.cumsum(step, axis=1)
-            # evaluate the CDFs only after the last of equal values
-            end_of_run = np.ones_like(srt, dtype=bool)
-            end_of_run[:, :-1] = srt[:, 1:] != srt[:, :-1]
-            h = np.where(end_of_run, np.abs(cdf_gap), 0).max(axis=1)
-            hit = h >= self._h_min
-            if hit.any():
-                det = int(np.argmax(hit))
-                hh = int(h[det])
-            else:
-                hh = int(h[-1])
-            ps, _ = _p_table(r)
-            self._last = (hh, ps[hh])
-            if det >= 0:
-                gd = int(g[det])
-                self._det = {"h": hh, "recent_start": gd - r + 1 - L0}  # index in x
-                self.n_seen += gd - L0 + 1
-                return gd - L0
-        tail = buf[-(W - 1) :] if W > 1 else buf[:0]
-        self._window = tail.tolist()
-        self.n_seen += len(x)
-        return -1
-
     def update(self, values: np.ndarray) -> DriftResult | None:
         x = np.asarray(values, dtype=np.float64).ravel()
         if x.size and not np.isfinite(x).all():
             raise ValueError("KSWIN: values must be finite (drop NaN/inf before update)")
+        if not x.size:
+            return None if self._last is None else self._result(None, [], [], 0)
         batch_start = self.n_seen
-        detections: list[int] = []
-        changes: list[int] = []
-        info = None
-        i = 0
-        while i < len(x):
-            seg = x[i : i + _TESTS_PER_SLICE]
-            seg_start = self.n_seen
-            det = self._scan(seg)
-            if det >= 0:
-                info = dict(self._det)
-                detections.append(self.n_seen - 1)
-                changes.append(seg_start + info["recent_start"])
-                # River keeps the recent values, then resets everything
-                # (window and random generator) on the next update
-                self._reset()
-                i += det + 1
-            else:
-                i += len(seg)
+        W, r = self.window_size, self.stat_size
+        L0 = len(self._window)
+        buf = np.concatenate((np.asarray(self._window, dtype=np.float64), x))
+        version, internal, gauss = self._rng.getstate()
+        mt = np.array(internal[:624], dtype=np.int64)
+        pos = np.array([internal[624]], dtype=np.int64)
+        v0, internal0, _ = random.Random(self.seed).getstate()
+        mt0 = np.array(internal0[:624], dtype=np.int64)
+        m = len(x)
+        det = np.empty(m, dtype=np.int64)
+        chg = np.empty(m, dtype=np.int64)
+        hs = np.empty(m, dtype=np.int64)
+        last = np.array([-1 if self._last is None else self._last[0]], dtype=np.int64)
+        nd, wstart = _kswin_kernel(buf, L0, W, r, self._h_min, _uses_pool(W - r, r), mt, pos, mt0,
+                                   int(internal0[624]), det, chg, hs, last)
+        self._rng.setstate((version, tuple(mt.tolist()) + (int(pos[0]),), gauss))
+        tail = buf[max(wstart, len(buf) - (W - 1)) :] if W > 1 else buf[:0]
+        self._window = tail.tolist()
+        self.n_seen += m
+        if last[0] >= 0:
+            self._last = (int(last[0]), _p_table(r)[0][int(last[0])])
+        shift = batch_start - L0  # buffer index -> stream position
+        detections = (det[:nd] + shift).tolist()
+        changes = (chg[:nd] + shift).tolist()
+        return self._result(int(hs[nd - 1]) if nd else None, detections, changes, batch_start)
+
+    def _result(self, h_det, detections, changes, batch_start) -> DriftResult | None:
         r = self.stat_size
         thr = (self._h_min - 0.5) / r
         if self._last is None:
             return None
         h, p = self._last
-        if info is not None:
-            h = info["h"]
+        if h_det is not None:
+            h = h_det
             p = _p_table(r)[0][h]
             pos, change = detections[-1], changes[-1]
             lo = max(change, batch_start) - batch_start

@@ -2,11 +2,12 @@
 
 Same algorithm and decisions as :class:`river.drift.PageHinkley` (fading
 cumulative deviation from the running mean, two-sided, reset after a
-detection), but a whole batch is processed with numpy: the running mean is a
-cumulative sum, the fading sums are a first-order linear recurrence
-(``scipy.signal.lfilter``) and the running extrema are ``minimum.accumulate``.
-The only sequential part is the reset after a detection: the scan restarts
-from the record after it.
+detection).  A whole batch is one call into a small compiled loop (numba,
+``cache=True``) that performs River's floating-point operations in River's
+order -- the running mean is ``stats.Mean``'s ``mean += (1/n) * (x - mean)``,
+the fading sums ``alpha * s + dev -/+ delta`` -- so the decisions are
+identical by construction, not merely approximately.  Resets after a
+detection happen inside the loop: no Python per value or per detection.
 """
 
 from __future__ import annotations
@@ -15,14 +16,90 @@ import math
 from typing import Any, Self
 
 import numpy as np
-from scipy.signal import lfilter
+from numba import njit
 
 from detectors.base import Detector, DriftResult
 
-# Work on slices of records: everything past a detection is recomputed from a
-# fresh state, so slices adapt to about twice the typical run between
-# detections (bounded both ways). Only speed depends on this, never results.
-_MIN_CHUNK, _MAX_CHUNK = 256, 65536
+_MODES = {"both": 0, "up": 1, "down": 2}
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ph_kernel(x, fst, ist, min_instances, delta, threshold, alpha, mode, det_out, chg_out, up_out, st_out):  # pragma: no cover - compiled
+    """Advance over ``x``.  ``fst`` = [n, mean, s_inc, s_dec, min_inc,
+    max_dec, test_inc, test_dec] and ``ist`` = [n_seen, argmin_inc,
+    argmax_dec, ready] are updated in place.  Detections (stream position,
+    estimated change start, upward?) go to the output arrays; returns their
+    count."""
+    n = fst[0]
+    mean = fst[1]
+    s_inc = fst[2]
+    s_dec = fst[3]
+    min_inc = fst[4]
+    max_dec = fst[5]
+    t_inc = fst[6]
+    t_dec = fst[7]
+    n_seen = ist[0]
+    am = ist[1]
+    aM = ist[2]
+    ready = ist[3]
+    nd = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        n += 1.0
+        mean += (1.0 / n) * (v - mean)
+        dev = v - mean
+        s_inc = alpha * s_inc + dev - delta
+        s_dec = alpha * s_dec + dev + delta
+        if s_inc < min_inc:
+            min_inc = s_inc
+            am = n_seen
+        if s_dec > max_dec:
+            max_dec = s_dec
+            aM = n_seen
+        n_seen += 1
+        if n >= min_instances:
+            ready = 1
+            t_inc = s_inc - min_inc
+            t_dec = max_dec - s_dec
+            if mode == 1:
+                hit = t_inc > threshold
+            elif mode == 2:
+                hit = t_dec > threshold
+            else:
+                hit = t_inc > threshold or t_dec > threshold
+            if hit:
+                up = t_inc > threshold and mode != 2
+                det_out[nd] = n_seen - 1
+                chg_out[nd] = am if up else aM
+                up_out[nd] = up
+                st_out[nd, 0] = t_inc
+                st_out[nd, 1] = t_dec
+                nd += 1
+                # River forgets everything (on its next update)
+                n = 0.0
+                mean = 0.0
+                s_inc = 0.0
+                s_dec = 0.0
+                min_inc = math.inf
+                max_dec = -1.0
+                am = n_seen
+                aM = n_seen
+                ready = 0
+        else:
+            ready = 0
+    fst[0] = n
+    fst[1] = mean
+    fst[2] = s_inc
+    fst[3] = s_dec
+    fst[4] = min_inc
+    fst[5] = max_dec
+    fst[6] = t_inc
+    fst[7] = t_dec
+    ist[0] = n_seen
+    ist[1] = am
+    ist[2] = aM
+    ist[3] = ready
+    return nd
 
 
 class PageHinkley(Detector):
@@ -78,12 +155,11 @@ class PageHinkley(Detector):
         self.alpha = float(alpha)
         self.mode = mode
         self.n_seen = 0
-        self._chunk = 8192
         self._reset()
 
     def _reset(self) -> None:
         self._n = 0  # values since the last reset
-        self._sum = 0.0  # running sum; mean = sum / n (chunking-invariant)
+        self._mean = 0.0  # River's stats.Mean: mean += (1/n) * (x - mean)
         self._s_inc = 0.0
         self._s_dec = 0.0
         # River starts the minimum at +inf but the maximum at -1 (a quirk we
@@ -92,90 +168,39 @@ class PageHinkley(Detector):
         self._max_dec = -1.0
         self._argmin_inc = self.n_seen  # stream position of the running min
         self._argmax_dec = self.n_seen
-
-    # -- core --------------------------------------------------------------
-    def _scan(self, x: np.ndarray) -> tuple[int, dict[str, float]]:
-        """Advance over ``x`` until the first detection. Returns the index of
-        the detecting value in ``x`` (or -1) and the statistics there."""
-        m = len(x)
-        n = self._n + np.arange(1, m + 1, dtype=np.float64)
-        # sequential sums via cumsum: identical floats however the stream is chunked
-        csum = np.cumsum(np.concatenate(([self._sum], x)))[1:]
-        dev = x - csum / n
-        a = self.alpha
-        # y_t = alpha * y_{t-1} + u_t ; lfilter carries alpha*y_{t-1} in zi.
-        s_inc = lfilter([1.0], [1.0, -a], dev - self.delta, zi=[a * self._s_inc])[0]
-        s_dec = lfilter([1.0], [1.0, -a], dev + self.delta, zi=[a * self._s_dec])[0]
-        min_inc = np.minimum.accumulate(np.concatenate(([self._min_inc], s_inc)))
-        max_dec = np.maximum.accumulate(np.concatenate(([self._max_dec], s_dec)))
-        test_inc = s_inc - min_inc[1:]
-        test_dec = max_dec[1:] - s_dec
-        ok = n >= self.min_instances
-        if self.mode == "up":
-            hit = ok & (test_inc > self.threshold)
-        elif self.mode == "down":
-            hit = ok & (test_dec > self.threshold)
-        else:
-            hit = ok & ((test_inc > self.threshold) | (test_dec > self.threshold))
-        det = int(np.argmax(hit)) if hit.any() else -1
-        end = det + 1 if det >= 0 else m
-        # stream positions where the running extremum was last renewed
-        base = self.n_seen
-        pos = base + np.arange(end)
-        new_min = np.where(s_inc[:end] < min_inc[:end], pos, -1)
-        new_max = np.where(s_dec[:end] > max_dec[:end], pos, -1)
-        self._argmin_inc = int(max(self._argmin_inc, new_min.max(initial=-1)))
-        self._argmax_dec = int(max(self._argmax_dec, new_max.max(initial=-1)))
-        self._n += end
-        self._sum = float(csum[end - 1])
-        self._s_inc = float(s_inc[end - 1])
-        self._s_dec = float(s_dec[end - 1])
-        self._min_inc = float(min_inc[end])
-        self._max_dec = float(max_dec[end])
-        self.n_seen += end
-        k = end - 1
-        stats = {
-            "inc": float(test_inc[k]),
-            "dec": float(test_dec[k]),
-            "ready": bool(ok[k]),
-        }
-        return det, stats
+        self._test = (0.0, 0.0, False)  # (test_inc, test_dec, ready) after the last value
 
     def update(self, values: np.ndarray) -> DriftResult | None:
-        x = np.asarray(values, dtype=np.float64).ravel()
+        x = np.ascontiguousarray(values, dtype=np.float64).ravel()
         if x.size and not np.isfinite(x).all():
             raise ValueError("PageHinkley: values must be finite (drop NaN/inf before update)")
-        detections: list[int] = []
-        changes: list[int] = []
-        last_stats = None
-        det_stats: dict[str, Any] = {}
-        batch_start = self.n_seen
-        i = 0
-        while i < len(x):
-            seg = x[i : i + self._chunk]
-            det, stats = self._scan(seg)
-            last_stats = stats
-            if det >= 0:
-                self._chunk = int(min(_MAX_CHUNK, max(_MIN_CHUNK, (self._chunk + 2 * (det + 1)) // 2)))
-                up = stats["inc"] > self.threshold and self.mode != "down"
-                detections.append(self.n_seen - 1)
-                changes.append(self._argmin_inc if up else self._argmax_dec)
-                det_stats = dict(stats, up=up)
-                self._reset()
-                i += det + 1
-            else:
-                self._chunk = min(_MAX_CHUNK, 2 * self._chunk)
-                i += len(seg)
-        if last_stats is None:
+        if not x.size:
             return None
-        if detections:
-            det_pos = detections[-1]
-            change = changes[-1]
-            inc, dec = det_stats["inc"], det_stats["dec"]
+        batch_start = self.n_seen
+        fst = np.array([float(self._n), self._mean, self._s_inc, self._s_dec, self._min_inc, self._max_dec,
+                        self._test[0], self._test[1]])
+        ist = np.array([self.n_seen, self._argmin_inc, self._argmax_dec, int(self._test[2])], dtype=np.int64)
+        m = len(x)
+        det = np.empty(m, dtype=np.int64)
+        chg = np.empty(m, dtype=np.int64)
+        ups = np.empty(m, dtype=np.bool_)
+        sts = np.empty((m, 2))
+        nd = _ph_kernel(x, fst, ist, float(self.min_instances), self.delta, self.threshold, self.alpha,
+                        _MODES[self.mode], det, chg, ups, sts)
+        self._n = int(fst[0])
+        self._mean, self._s_inc, self._s_dec = float(fst[1]), float(fst[2]), float(fst[3])
+        self._min_inc, self._max_dec = float(fst[4]), float(fst[5])
+        self.n_seen, self._argmin_inc, self._argmax_dec = int(ist[0]), int(ist[1]), int(ist[2])
+        self._test = (float(fst[6]), float(fst[7]), bool(ist[3]))
+        if nd:
+            detections = det[:nd].tolist()
+            changes = chg[:nd].tolist()
+            det_pos, change, up = detections[-1], changes[-1], bool(ups[nd - 1])
+            inc, dec = float(sts[nd - 1, 0]), float(sts[nd - 1, 1])
             stat = {"up": inc, "down": dec}.get(self.mode, max(inc, dec))
             lo = max(change, batch_start) - batch_start
             hi = det_pos - batch_start
-            sign = 1.0 if det_stats["up"] else -1.0
+            sign = 1.0 if up else -1.0
             seg = x[lo : hi + 1]
             top = np.argsort(-sign * seg, kind="stable")[:5] + lo
             return DriftResult(
@@ -186,15 +211,15 @@ class PageHinkley(Detector):
                 change_index=int(change),
                 examples=tuple(sorted(int(t) for t in top)),
                 detail=(
-                    f"Page-Hinkley: mean {'increase' if det_stats['up'] else 'decrease'} "
+                    f"Page-Hinkley: mean {'increase' if up else 'decrease'} "
                     f"detected at record {det_pos} (statistic {stat:.4g} > lambda "
                     f"{self.threshold:.4g}), estimated start at record {change}"
                 ),
                 extra={"detections": detections, "change_points": changes},
             )
-        if not last_stats["ready"]:
+        inc, dec, ready = self._test
+        if not ready:
             return None
-        inc, dec = last_stats["inc"], last_stats["dec"]
         stat = {"up": inc, "down": dec}.get(self.mode, max(inc, dec))
         return DriftResult(
             statistic=stat,
@@ -217,7 +242,7 @@ class PageHinkley(Detector):
             },
             "n_seen": self.n_seen,
             "n": self._n,
-            "sum": self._sum,
+            "mean": self._mean,
             "s_inc": self._s_inc,
             "s_dec": self._s_dec,
             # JSON has no infinity: None stands for "no minimum yet"
@@ -225,6 +250,7 @@ class PageHinkley(Detector):
             "max_dec": self._max_dec,
             "argmin_inc": self._argmin_inc,
             "argmax_dec": self._argmax_dec,
+            "test": list(self._test),
         }
 
     @classmethod
@@ -232,11 +258,14 @@ class PageHinkley(Detector):
         d = cls(**state["params"])
         d.n_seen = int(state["n_seen"])
         d._n = int(state["n"])
-        d._sum = float(state["sum"])
+        # older checkpoints stored the running sum instead of the mean
+        d._mean = float(state["mean"]) if "mean" in state else (float(state["sum"]) / d._n if d._n else 0.0)
         d._s_inc = float(state["s_inc"])
         d._s_dec = float(state["s_dec"])
         d._min_inc = math.inf if state["min_inc"] is None else float(state["min_inc"])
         d._max_dec = float(state["max_dec"])
         d._argmin_inc = int(state["argmin_inc"])
         d._argmax_dec = int(state["argmax_dec"])
+        t = state.get("test", [0.0, 0.0, False])
+        d._test = (float(t[0]), float(t[1]), bool(t[2]))
         return d

@@ -25,7 +25,8 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39  # Grafana 10.4
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RUNBOOKS = "https://github.com/infersight/infersight/blob/main/docs/runbooks/"
-INPUT = 'detector!~"prediction_.*"'
+# hst (anomaly ratio) and cusum (latency) share the drift metrics but are not input drift
+INPUT = 'detector!~"prediction_.*|hst|cusum"'
 OUTPUT = 'detector=~"prediction_.*"'
 
 
@@ -454,6 +455,12 @@ def monitor() -> dict:
                    unit="reqps", stack=True,
                    description="model_limit, too_many_features, record_too_large: a limit was hit (DESIGN.md, "
                                "principle 5)."),
+        timeseries("Detector errors / s by model",
+                   [target(f"sum by (model) (rate(infersight_model_errors_total[{ri}]))"
+                           f" or sum by (model) (rate(infersight_records_total[{ri}])) * 0", "{{model}}")],
+                   unit="reqps", min_=0,
+                   description="Records a model's detectors failed on (internal errors, logged with a traceback): "
+                               "not monitored. Alert: InfersightModelErrors."),
         timeseries("Features not exported / ignored per model",
                    [target("sum by (model) (infersight_features_unexported)", "{{model}} unexported"),
                     target("sum by (model) (infersight_features_ignored)", "{{model}} ignored")], min_=0),

@@ -15,7 +15,7 @@ import pytest
 from river import drift
 
 from detectors.adwin import ADWIN
-from detectors.cusum import CUSUM, h_for_arl, siegmund_arl
+from detectors.cusum import CUSUM, glr_hazard, glr_threshold_for, h_for_arl, siegmund_arl
 from detectors.page_hinkley import PageHinkley
 
 
@@ -149,8 +149,9 @@ def test_cusum_equals_scalar_reference(h, k, warmup, clip):
     x = _stream(5, 20_000)
     ref = _cusum_reference(x, k, h, warmup, clip)
     assert len(ref) > 3
-    assert CUSUM(h=h, k=k, warmup=warmup, clip=clip).update(x).extra["detections"] == ref
-    assert _batched(CUSUM(h=h, k=k, warmup=warmup, clip=clip), x, [1, 13, 999, 3]) == ref
+    plain = {"h": h, "k": k, "warmup": warmup, "clip": clip, "glr_windows": ()}  # the CUSUM charts alone
+    assert CUSUM(**plain).update(x).extra["detections"] == ref
+    assert _batched(CUSUM(**plain), x, [1, 13, 999, 3]) == ref
 
 
 def test_cusum_one_by_one_equals_batch():
@@ -167,18 +168,19 @@ def test_cusum_arl_calibration():
     # ARL0 = 10,000 give ~200 alarms; Siegmund is accurate to a few percent, so
     # [140, 270] fails with probability < 1e-4 (Poisson-ish count, sd ~15).
     rng = np.random.default_rng(11)
-    det = CUSUM(k=0.5, expected_run_length=10_000, mean=0.0, std=1.0)
+    det = CUSUM(k=0.5, expected_run_length=10_000, mean=0.0, std=1.0, glr_windows=())
     r = det.update(rng.normal(size=2_000_000))
     assert 140 <= len(r.extra["detections"]) <= 270
     # the multi-chart default splits the budget: conservative, never above
-    multi = CUSUM(expected_run_length=10_000, mean=0.0, std=1.0).update(rng.normal(size=2_000_000))
+    multi = CUSUM(k=(0.25, 0.5, 1.0), expected_run_length=10_000, mean=0.0, std=1.0, glr_windows=())
+    multi = multi.update(rng.normal(size=2_000_000))
     assert len(multi.extra["detections"]) <= 230
 
 
 def test_textbook_cusum_false_alarms_but_calibrated_one_does_not():
     rng = np.random.default_rng(12)
     x = rng.normal(size=300_000)
-    textbook = CUSUM(h=5.0, k=0.5, mean=0.0, std=1.0).update(x)  # h = 5 sd, k = 0.5
+    textbook = CUSUM(h=5.0, k=0.5, mean=0.0, std=1.0, glr_windows=()).update(x)  # h = 5 sd, k = 0.5
     assert len(textbook.extra["detections"]) > 200  # ARL ~ 465 records
     # ARL0 = 1e6 with estimated baseline: expected alarms over 300k < 0.3;
     # P(>= 2 alarms) < 4% for the Poisson bound, and the warm-up margin makes
@@ -206,7 +208,19 @@ def test_state_round_trip_mid_stream(make):
     b = type(a).from_state(state)
     got += _batched(b, x[7_500:], [1000])
     assert got == expected
-    assert b.state_dict() == full.state_dict()
+    # the batches were cut at other places (7500 is not a multiple of 1000):
+    # CUSUM's vectorised running sums may then differ in the last bits
+    assert _rounded(b.state_dict()) == _rounded(full.state_dict())
+
+
+def _rounded(v):
+    if isinstance(v, float):
+        return float(f"{v:.9g}")
+    if isinstance(v, dict):
+        return {k: _rounded(u) for k, u in v.items()}
+    if isinstance(v, list):
+        return [_rounded(u) for u in v]
+    return v
 
 
 @pytest.mark.parametrize("make", DETECTORS)
@@ -270,3 +284,161 @@ def test_kswin_state_round_trip_and_one_by_one():
     got = _batched(a, x[:1111], [500])
     b = KSWIN.from_state(json.loads(json.dumps(a.state_dict())))
     assert got + _batched(b, x[1111:], [500]) == whole
+
+
+# ----------------------------------------------- compiled kernels (numba)
+def _hard_streams():
+    """Streams that stress float order and the ADWIN screen: a large offset
+    (catastrophic cancellation in the cut means), tiny variance, integers
+    with ties, a constant run, and a slow drift."""
+    rng = np.random.default_rng(31)
+    return [
+        1e6 + rng.normal(0, 1, 6000),
+        np.concatenate([rng.normal(0, 1e-9, 3000), rng.normal(3e-9, 1e-9, 3000)]),
+        rng.integers(0, 3, 6000).astype(float),
+        np.concatenate([np.ones(3000), np.ones(3000) + rng.normal(0, 1, 3000) * (rng.random(3000) < 0.01)]),
+        rng.normal(0, 1, 6000) + np.linspace(0, 1.5, 6000),
+    ]
+
+
+@pytest.mark.parametrize("params", [{}, {"delta": 0.3}, {"clock": 1, "delta": 0.05}, {"clock": 5, "max_buckets": 2}])
+def test_adwin_screen_never_changes_decisions(params):
+    # The screened kernel must give River's decisions: compared with the
+    # kernel that evaluates every cut exactly, and with River itself.
+    for x in _hard_streams():
+        fast = ADWIN(**params)._update(np.ascontiguousarray(x), exact=False)
+        slow = ADWIN(**params)._update(np.ascontiguousarray(x), exact=True)
+        got = fast.extra["detections"] if fast else []
+        assert got == (slow.extra["detections"] if slow else [])
+        assert got == _river_detections(drift.ADWIN(**params), x)
+
+
+def test_adwin_screen_skips_exact_checks_on_stationary_data():
+    d = ADWIN()
+    d.update(np.random.default_rng(32).normal(size=100_000))
+    screened, exact = d._ist[3], d._ist[4]
+    assert screened > 3000 and exact == 0
+
+
+@pytest.mark.parametrize("params", [{}, {"threshold": 5.0, "delta": 0.0}, {"threshold": 3.0, "mode": "down"}])
+def test_page_hinkley_equals_river_hard_streams(params):
+    for x in _hard_streams():
+        ref = _river_detections(drift.PageHinkley(**params), x)
+        r = PageHinkley(**params).update(x)
+        assert (r.extra["detections"] if r else []) == ref
+
+
+@pytest.mark.parametrize("n,k", [(70, 30), (20, 10), (400, 30), (1000, 5), (50, 50)])
+def test_kswin_generator_equals_python_random(n, k):
+    # The compiled MT19937 + sample() must reproduce CPython's exactly, in
+    # both branches of sample() (pool and set), and leave the generator in
+    # the same state.
+    import random
+
+    from detectors.kswin import _sample, _uses_pool
+
+    for seed in (0, 42, 2**40 + 7):
+        ref = random.Random(seed)
+        want = [ref.sample(range(n), k) for _ in range(300)]
+        rng = random.Random(seed)
+        version, internal, gauss = rng.getstate()
+        mt = np.array(internal[:624], dtype=np.int64)
+        pos = np.array([internal[624]], dtype=np.int64)
+        out = np.empty(k, dtype=np.int64)
+        pool = np.empty(n, dtype=np.int64)
+        sel = np.empty(n, dtype=np.bool_)
+        got = []
+        for _ in range(300):
+            _sample(mt, pos, n, k, _uses_pool(n, k), out, pool, sel)
+            got.append(out.tolist())
+        assert got == want
+        rng.setstate((version, tuple(mt.tolist()) + (int(pos[0]),), gauss))
+        assert rng.random() == ref.random()
+
+
+def test_kswin_set_branch_equals_river():
+    # window_size - stat_size = 400 > setsize: CPython's sample uses its set branch
+    rng = np.random.default_rng(33)
+    x = np.concatenate([rng.normal(0, 1, 900), rng.normal(1.0, 1, 600)])
+    params = {"alpha": 0.01, "window_size": 430, "stat_size": 30, "seed": 5}
+    ref = _river_detections(drift.KSWIN(**params), x)
+    assert ref
+    assert _batched(KSWIN(**params), x, [1, 100, 700]) == ref
+
+
+# ------------------------------------------------------- CUSUM's GLR chart
+def _glr_reference(x, c, warmup, windows, stride) -> list[int]:
+    """Plain loop: after each reset, ``warmup`` values fix mean/sd; every
+    ``stride``-th value after that, for each window L whose baseline (all
+    values since the reset before it) holds >= warmup values, the Gaussian
+    GLR for a mean change; the first value > c is a detection, then reset."""
+    out, i, n = [], 0, len(x)
+    while i + warmup <= n:
+        mu = float(np.mean(x[i : i + warmup]))
+        sd = float(np.std(x[i : i + warmup], ddof=1))
+        z = (x[i:] - mu) / sd
+        hit = None
+        for t in range(warmup + stride, len(z) + 1, stride):
+            if t - warmup > len(z):
+                break
+            if (t - warmup) % stride:
+                continue
+            g = 0.0
+            for L in windows:
+                n0 = t - L
+                if n0 < warmup:
+                    continue
+                z0, z1 = z[:n0], z[n0:t]
+                d = z1.mean() - z0.mean()
+                g = max(g, d * d / (2 * z0.var(ddof=1) * (1 / L + 1 / n0)))
+            if g > c:
+                hit = i + t - 1
+                break
+        if hit is None:
+            break
+        out.append(hit)
+        i = hit + 1
+    return out
+
+
+def test_glr_chart_equals_plain_loop():
+    rng = np.random.default_rng(41)
+    x = np.concatenate([rng.normal(0, 1, 3000), rng.normal(0.4, 1, 3000), rng.normal(0.1, 1, 3000)])
+    kw = {"h": 1e9, "warmup": 300, "glr_windows": (32, 64, 128), "glr_stride": 16, "glr_threshold": 6.0}
+    ref = _glr_reference(x, 6.0, 300, (32, 64, 128), 16)
+    assert len(ref) >= 2
+    # rounding of prefix sums vs direct means: equal decisions barring exact ties
+    assert CUSUM(**kw).update(x).extra["detections"] == ref
+    assert _batched(CUSUM(**kw), x, [1, 7, 500, 4096]) == ref
+
+
+def test_default_change_detector_batch_equals_one_by_one_and_round_trip():
+    rng = np.random.default_rng(42)
+    x = np.concatenate([rng.normal(0, 1, 4000), rng.normal(0, 1, 8000) + np.linspace(0, 1, 8000)])
+    whole = CUSUM(expected_run_length=10_000, warmup=500).update(x).extra["detections"]
+    assert whole and _batched(CUSUM(expected_run_length=10_000, warmup=500), x, [1, 3, 250]) == whole
+    a = CUSUM(expected_run_length=10_000, warmup=500)
+    got = _batched(a, x[:5_555], [700])
+    b = CUSUM.from_state(json.loads(json.dumps(a.state_dict(), allow_nan=False)))
+    assert got + _batched(b, x[5_555:], [700]) == whole
+
+
+def test_glr_hazard_formula():
+    # The hazard formula behind the GLR threshold, re-measured: 4M N(0,1)
+    # records at c = 5 (formula: 1.15e-4 per monitored record, ~450 alarms;
+    # the measured rates at c = 4..7 were within 6% of it).  [0.8, 1.25] x
+    # the formula fails with probability < 1e-4 (Poisson, sd ~5%).
+    rng = np.random.default_rng(43)
+    d = CUSUM(h=1e9, glr_threshold=5.0)
+    alarms = 0
+    for _ in range(40):
+        r = d.update(rng.normal(size=100_000))
+        alarms += len(r.extra["detections"]) if r else 0
+    monitored = 4_000_000 - alarms * (1000 + 128)  # warm-up and first window after each reset
+    assert 0.8 <= alarms / (monitored * glr_hazard(5.0)) <= 1.25
+
+
+def test_glr_threshold_grows_with_run_length():
+    cs = [glr_threshold_for(a) for a in (1e4, 1e6, 1e8, 1e10)]
+    assert cs == sorted(cs) and 17 < cs[-1] < 30
+    assert CUSUM(expected_run_length=1e6).glr_threshold == pytest.approx(glr_threshold_for(1e6 / 0.9))

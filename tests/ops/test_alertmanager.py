@@ -35,6 +35,8 @@ ROUTES = [
     # the monitor's own health goes to the platform team even if the daemon belongs to a model team
     ({"alertname": "InfersightMonitorDown", "severity": "critical", "team": "fraud"}, "ml-platform-pager"),
     ({"alertname": "InfersightConsumerLagHigh", "severity": "warning", "team": "fraud"}, "ml-platform-chat"),
+    ({"alertname": "InfersightModelErrors", "severity": "warning", "team": "fraud", "model": "m"},
+     "ml-platform-chat"),
 ]
 
 
