@@ -16,6 +16,12 @@ drift of ``k - 3/sqrt(warmup)`` (three standard errors worse than the ideal),
 so an estimation error does not shorten the run length below the target
 (except for the 0.3% of warm-ups off by more; raise ``warmup`` to tighten).
 
+Next to the CUSUM charts runs a windowed GLR chart (see :class:`CUSUM`): the
+CUSUM charts are fastest on abrupt shifts, variance increases and bursts, the
+GLR chart -- the last L values against everything since the reset -- on small
+and slow changes.  Its threshold comes from a hazard formula measured once on
+stationary Gaussian streams (:func:`glr_hazard`).
+
 The recurrence ``S_t = max(0, S_{t-1} + z_t - k)`` is a Lindley recursion:
 with ``C_t = S_0 + sum(z - k)`` it equals ``C_t - min(0, min_{s<=t} C_s)``,
 i.e. a cumulative sum minus its running minimum: two numpy passes per batch.

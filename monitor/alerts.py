@@ -21,10 +21,10 @@ log = logging.getLogger("infersight.alerts")
 #: severity of each alert kind (the ``severity`` label of infersight_alert_active)
 SEVERITY = {
     "input_drift": "warning",
-    "output_drift": "warning",
+    "output_drift": "critical",  # the model's answers changed: users see it
     "anomaly_rate": "warning",
     "latency_shift": "warning",
-    "performance_degraded": "warning",
+    "performance_degraded": "critical",
     "output_shape": "warning",
     "artifact_unapproved": "critical",
     "canary_mismatch": "critical",

@@ -118,8 +118,9 @@ class InfersightCollector(Collector):
                 records.add_metric([model], count)
             for reason in REJECT_REASONS:
                 rejected.add_metric([reason], pipeline.rejected_total.get(reason, 0))
-            for model, count in pipeline.model_errors.items():
-                errors.add_metric([model], count)
+            for model in pipeline.monitors.keys() | pipeline.model_errors.keys():
+                # from 0, so that increase() sees the first error
+                errors.add_metric([model], pipeline.model_errors.get(model, 0))
             for model, monitor in pipeline.monitors.items():
                 ready.add_metric([model], float(monitor.reference_ready))
                 ignored.add_metric([model], len(monitor.ignored_features))
@@ -141,7 +142,7 @@ class InfersightCollector(Collector):
                 unexported.add_metric([model], max(0, len(monitor.kinds) - len(exported)))
                 per_detector: dict[str, int] = {}
                 for (detector, feature), result in monitor.latest.items():
-                    if feature:
+                    if feature in monitor.kinds:  # input features only (not latency_ms)
                         per_detector[detector] = per_detector.get(detector, 0) + int(result.detected)
                     if feature and feature not in exported:
                         continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import special
 
 from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
@@ -182,6 +183,7 @@ class ModelMonitor:
         self.ignored_features: set[str] = set()  # seen after the reference, or over the cap
         self.matrix_features: list[str] = []  # numeric features of the multivariate/anomaly detectors
         self.matrix_fill: np.ndarray | None = None  # their reference medians
+        self.latency_quantiles: np.ndarray | None = None  # reference latency quantiles, sorted
         self._hst_pending: list[np.ndarray] = []
         self._recent_classes = np.empty(policy.window_size, dtype=object)
         self._recent_filled = 0
@@ -275,9 +277,9 @@ class ModelMonitor:
         self.matrix_features = [name for name, _ in numeric]
         matrix_detectors = list(self.policy.multivariate_detectors) if numeric else []
         use_anomaly = self.policy.anomaly_detector and numeric and ref.n >= 2 * HST_WINDOW
-        latency = np.log1p(np.concatenate(ref.outputs["latency"]))
-        latency = latency[~np.isnan(latency)]
-        use_latency = self.policy.latency_detector and len(latency) >= 100 and latency.std() > 0
+        latency = np.concatenate(ref.outputs["latency"])
+        latency = np.sort(latency[~np.isnan(latency)])
+        use_latency = self.policy.latency_detector and len(latency) >= 100 and latency[0] < latency[-1]
 
         n_tests = len(outputs) + len(matrix_detectors) + bool(use_anomaly) + bool(use_latency) + sum(
             len(self.policy.numeric_detectors if kind == "numeric" else self.policy.categorical_detectors)
@@ -311,9 +313,11 @@ class ModelMonitor:
                     matrix, target_rate=policy.anomaly_target_rate, alpha=self.alpha, window_size=HST_WINDOW
                 )
         if use_latency:
-            self.detectors[("cusum", LATENCY)] = CUSUM(
-                expected_run_length=own_run_length, mean=float(latency.mean()), std=float(latency.std())
-            )
+            # Latencies are skewed and heavy-tailed; CUSUM's run length assumes
+            # normal values. Normal scores through the reference's empirical
+            # CDF are standard normal under no change, whatever the shape.
+            self.latency_quantiles = latency[np.linspace(0, len(latency) - 1, min(len(latency), 1001)).astype(int)]
+            self.detectors[("cusum", LATENCY)] = CUSUM(expected_run_length=own_run_length, mean=0.0, std=1.0)
 
     def _fill(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.matrix_fill, matrix)
@@ -351,7 +355,7 @@ class ModelMonitor:
         matrix = self._matrix(batch) if self.matrix_features else None
         for (detector_name, feature), detector in self.detectors.items():
             if feature == LATENCY:
-                kind, column = LATENCY_SHIFT, np.log1p(batch.latency_ms)
+                kind, column = LATENCY_SHIFT, self._latency_scores(batch.latency_ms)
             elif feature:
                 kind, column = INPUT_DRIFT, self._column(batch, feature)
             elif detector_name == "hst":
@@ -366,7 +370,8 @@ class ModelMonitor:
             if result is None:
                 continue
             self.latest[(detector_name, feature)] = result
-            examples = [] if kind == ANOMALY_RATE else [  # HST examples index its window, not the batch
+            # HST and latency examples index their own inputs, not the batch
+            examples = [] if kind in (ANOMALY_RATE, LATENCY_SHIFT) else [
                 str(batch.request_ids[i]) for i in result.examples if batch.request_ids[i] is not None
             ]
             findings.append(
@@ -384,6 +389,16 @@ class ModelMonitor:
                 )
             )
         return findings
+
+    def _latency_scores(self, latency: np.ndarray) -> np.ndarray:
+        """Normal scores of the batch's latencies (records without one are left
+        out: a sequential detector has no use for a gap) against the reference
+        quantiles."""
+        q = self.latency_quantiles
+        latency = latency[~np.isnan(latency)]
+        # mid-rank position, kept off 0 and 1 so the scores stay finite
+        rank = (np.searchsorted(q, latency, "left") + np.searchsorted(q, latency, "right")) / 2
+        return special.ndtri((rank + 0.5) / (len(q) + 1))
 
     def _hst_window(self, matrix: np.ndarray) -> np.ndarray | None:
         """Rows for the anomaly detector, a full window at a time: its binomial
@@ -425,6 +440,7 @@ class ModelMonitor:
             "matrix_features": self.matrix_features,
             "matrix_fill": None if self.matrix_fill is None else self.matrix_fill.tolist(),
             "hst_pending": [rows.tolist() for rows in self._hst_pending],
+            "latency_quantiles": None if self.latency_quantiles is None else self.latency_quantiles.tolist(),
             "latest": [[name, feature, asdict(r)] for (name, feature), r in self.latest.items()],
             "recent_classes": _column_state(self._recent_classes[: self._recent_filled]),
             "recent_next": self._recent_next,
@@ -446,6 +462,8 @@ class ModelMonitor:
         monitor.detectors = {(n, f): _restore_detector(n, d) for n, f, d in state["detectors"]}
         monitor.matrix_features = list(state["matrix_features"])
         monitor.matrix_fill = None if state["matrix_fill"] is None else np.array(state["matrix_fill"])
+        if state["latency_quantiles"] is not None:
+            monitor.latency_quantiles = np.array(state["latency_quantiles"])
         monitor._hst_pending = [np.array(rows, dtype=np.float64).reshape(-1, len(monitor.matrix_features))
                                 for rows in state["hst_pending"]]
         monitor.latest = {

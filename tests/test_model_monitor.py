@@ -96,3 +96,20 @@ def test_a_batch_of_only_canary_probes_is_handled():
     records, _, _ = decode_batch([orjson.dumps(r) for r in rows])
     monitor.update(build_model_batch("credit-risk", records))
     assert monitor.records_seen == 1505
+
+
+def test_latency_shift_is_detected_and_missing_latencies_are_fine():
+    import numpy as np
+
+    monitor = ModelMonitor("credit-risk", SETTINGS)
+    found = []
+    for i, batch in enumerate(batches("credit-risk", Scenario(), 6000, size=250)):
+        latency = batch.latency_ms.copy()
+        latency[::7] = np.nan  # some records carry no latency_ms
+        if i >= 12:  # from record 3000 the service is 40% slower
+            latency *= 1.4
+        batch.latency_ms = latency
+        found += [(i, f.alert) for f in monitor.update(batch) if f.result.detected]
+    latency_at = [i for i, kind in found if kind == "latency_shift"]
+    assert latency_at and min(latency_at) >= 12, found
+    assert min(latency_at) <= 14  # within ~500 records of the change
