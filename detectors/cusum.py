@@ -367,7 +367,6 @@ class CUSUM(Detector):
         for s, _, hh in runs:
             hit |= s > hh
         det = int(np.argmax(hit)) if hit.any() else -1
-        glr = None
         if self.glr_windows:
             gidx, G, GL, gup, cs, cq = self._glr(z)
             if G is not None:

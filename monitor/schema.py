@@ -159,8 +159,16 @@ def decode_batch(
     >>> [(r.index, r.reason) for r in bad]
     [(1, 'invalid_value'), (2, 'invalid_json')]
     """
-    decode = _decoder(max_features).decode
-    records: list[Record] = []
+    def build(wire, i: int) -> Record:
+        return _normalise(wire, default_timestamps[i] if default_timestamps is not None else None)
+
+    return _decode_each(raws, _decoder(max_features), build, max_record_bytes)
+
+
+def _decode_each(raws: list[bytes], decoder: msgspec.json.Decoder, build, max_record_bytes: int):
+    """The loop both decoders share: size check, typed decode, ``build(wire,
+    index)``; every failure becomes a :class:`Reject` and the batch goes on."""
+    good: list = []
     indices: list[int] = []
     rejects: list[Reject] = []
     for i, raw in enumerate(raws):
@@ -168,15 +176,14 @@ def decode_batch(
             if len(raw) > max_record_bytes:
                 raise _Invalid("record_too_large", f"{len(raw)} bytes > limit {max_record_bytes}")
             try:
-                wire = decode(raw)
+                wire = decoder.decode(raw)
             except msgspec.MsgspecError as exc:
                 raise _reason(exc, raw) from None
-            fallback_ts = default_timestamps[i] if default_timestamps is not None else None
-            records.append(_normalise(wire, fallback_ts))
+            good.append(build(wire, i))
             indices.append(i)
         except _Invalid as exc:
             rejects.append(Reject(raw=raw, reason=exc.reason, detail=exc.detail, index=i))
-    return records, indices, rejects
+    return good, indices, rejects
 
 
 def _label(value: str | int | bool) -> str:
@@ -269,18 +276,9 @@ def decode_label_batch(raws: list[bytes], *, max_record_bytes: int = 65536) -> t
     >>> labels[0].label, [r.reason for r in bad]
     ('1', ['missing_field'])
     """
-    labels: list[LabelRecord] = []
-    rejects: list[Reject] = []
-    for i, raw in enumerate(raws):
-        try:
-            if len(raw) > max_record_bytes:
-                raise _Invalid("record_too_large", f"{len(raw)} bytes > limit {max_record_bytes}")
-            try:
-                wire = _label_decoder.decode(raw)
-            except msgspec.MsgspecError as exc:
-                raise _reason(exc, raw) from None
-            timestamp = None if wire.timestamp is None else parse_timestamp(wire.timestamp)
-            labels.append(LabelRecord(wire.model_id, wire.request_id, _label(wire.label), timestamp))
-        except _Invalid as exc:
-            rejects.append(Reject(raw=raw, reason=exc.reason, detail=exc.detail, index=i))
+    def build(wire, _: int) -> LabelRecord:
+        timestamp = None if wire.timestamp is None else parse_timestamp(wire.timestamp)
+        return LabelRecord(wire.model_id, wire.request_id, _label(wire.label), timestamp)
+
+    labels, _, rejects = _decode_each(raws, _label_decoder, build, max_record_bytes)
     return labels, rejects

@@ -24,14 +24,21 @@ BOOTSTRAP = os.environ.get("INFERSIGHT_TEST_BOOTSTRAP", "127.0.0.1:9092")
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    """Poll ``predicate`` until it returns something truthy and return that; fail
+    after ``timeout`` s. Errors while polling (a server still starting) are
+    retried; the last one is reported."""
     deadline = time.monotonic() + timeout
+    last_error = None
     while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+            last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else ""))
 
 
 @pytest.fixture(scope="session")

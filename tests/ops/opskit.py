@@ -11,7 +11,6 @@ in pytest's tmp dirs, so the tests can run beside a developer's own Prometheus.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -32,11 +31,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import BOOTSTRAP, wait_for  # noqa: F401 - wait_for is part of this kit
+
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 AM_DIR = REPO / "deploy" / "alertmanager"
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
-KAFKA_BOOTSTRAP = os.environ.get("INFERSIGHT_TEST_KAFKA", "127.0.0.1:9092")
+KAFKA_BOOTSTRAP = BOOTSTRAP
 
 _INSTALL_HINT = {
     "prometheus": "apt-get install prometheus (or `make system-deps`)",
@@ -68,21 +69,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; return that or fail."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
-            last_exc = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 # --------------------------------------------------------------------------- processes
