@@ -49,9 +49,12 @@ step "5/5 excerpt of http://127.0.0.1:$PORT/metrics"
 .venv/bin/python - "$PORT" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-wanted = ("infersight_records_total", "infersight_alert_active", "infersight_kafka_connected")
+always = ("infersight_records_total", "infersight_kafka_connected")
+when_set = ("infersight_drift_detected{", "infersight_alert_active{")  # shown only where they are 1
 for line in text.splitlines():
-    if line.startswith(wanted) or (line.startswith("infersight_drift_detected{") and line.endswith(" 1.0")):
+    if line.startswith(always) or (line.startswith(when_set) and line.endswith(" 1.0")):
+        print("  " + line)
+    elif line.startswith("infersight_drift_score{") and 'feature="f3",model="credit-risk"' in line:
         print("  " + line)
 PY
 echo; echo "Done. The daemon is stopped$( [ "$started_kafka" = 1 ] && echo ' and so is the broker')."

@@ -43,6 +43,8 @@ from detectors.base import Detector, DriftResult
 from detectors.cusum import h_for_arl
 
 _CHECKPOINTS = (48, 96, 192, 384, 768, 1536, 3072)
+_FK = 0.75  # reference value of the short-run (frozen-reference) CUSUM, in sigmas
+_DELAY = 8  # rows before a residual updates the scale / autocorrelation
 
 
 def _moving_average(y: np.ndarray, w: int) -> np.ndarray:
@@ -75,7 +77,7 @@ def detect_period(y: np.ndarray, max_period: int | None = None, min_strength: fl
         return 0, 0.0
     idx = np.arange(len(y))
     y = np.interp(idx, idx[ok], y[ok])
-    hi = len(y) // 4
+    hi = len(y) // 3
     if max_period:
         hi = min(hi, max_period)
     best = np.full(hi + 1, -np.inf)
@@ -178,6 +180,7 @@ class StreamingAnomalyScorer(Detector):
             "score_threshold": float(score_threshold),
         }
         self._h = h_for_arl(change_arl, 0.5)
+        self._hf = h_for_arl(change_arl, _FK)
         self.t = 0  # rows seen (including missing ones): the seasonal clock
         self.n_obs = 0  # non-missing values seen
         self.period = 0 if period is None else int(period)
@@ -192,7 +195,13 @@ class StreamingAnomalyScorer(Detector):
         self.sp = self.sn = 0.0
         self.cusum_up = self.cusum_dn = 0  # rows where each CUSUM side last left zero
         self.settled = 0  # first row where change points may be signalled
-        self.zz, self.zl, self.zprev = 1.0, 0.0, 0.0  # EW E[z^2], E[z z_prev], last z
+        self.zz, self.zl, self.zprev, self.zm = 1.0, 0.0, 0.0, 0.0  # EW E[z^2], E[z z_prev], last z, E[z]
+        self.last_cp = 0  # row of the last change point
+        self.pending: list[list[float]] = []  # residuals waiting to update scale and autocorrelation
+        self.fp = self.fn = 0.0  # frozen-reference CUSUM sides
+        self.fstart = [0, 0]  # rows where they started
+        self.fref = [0.0, 0.0, 0.0, 0.0]  # their reference level, trend
+        self.r0 = 0.0  # lag-1 autocorrelation of the history at the last (re)initialisation
         self.history: list[float | None] = []  # raw values (None = missing) for initialisation
         self.recent: list[list[float]] = []  # [row, deseasonalised value], last 128
 
@@ -231,9 +240,19 @@ class StreamingAnomalyScorer(Detector):
         sigma = 1.5 * mad if mad > 0 else float(np.std(yi)) or 1.0
         self.mean_abs = sigma / 1.2533
         self.ready = True
-        # no change points until the fresh model has seen two more periods
-        # (and, while a period may still be found, the first checkpoints)
-        self.settled = max(self.t + 2 * max(p, 24), 96 if self.auto_period else 0)
+        # residual autocorrelation prior for the CUSUM deflation: lag-1
+        # autocorrelation of the history about its median (0 for white noise,
+        # high for random walks / AR / a season not modelled yet)
+        dv = des[ok] - np.median(des[ok])
+        den = float(dv @ dv)
+        r1 = float(dv[1:] @ dv[:-1]) / den if den > 0 else 0.0
+        self.zz, self.zl, self.zprev, self.zm = 1.0, min(0.95, max(0.0, r1)), 0.0, 0.0
+        self.r0 = r1
+        # the short-run shift test compares with the history (deseasonalised)
+        self.recent = [[first_row + j, float(des[j])] for j in np.flatnonzero(ok)[-128:]]
+        # change points once the fresh model has seen a few values (two more
+        # periods after a seasonal (re)fit)
+        self.settled = self.t + max(2 * p, 4)
         self.sp = self.sn = 0.0
 
     # -- the per-value recursion -----------------------------------------------
@@ -277,6 +296,7 @@ class StreamingAnomalyScorer(Detector):
                 # the level may have moved while unobserved: widen tolerance
                 self.infl = max(self.infl, min(5.0, math.sqrt(1.0 + 0.1 * self.gap)))
                 self.gap = 0
+            lvl0, tr0 = self.level, self.trend
             pred = self.level + phi * self.trend + s
             e = y - pred
             sigma = max(1.2533 * self.mean_abs, 1e-9 * (abs(self.level) + 1.0)) * self.infl
@@ -287,7 +307,6 @@ class StreamingAnomalyScorer(Detector):
             self.trend = phi * self.trend + a * b * ec
             if p:
                 self.season[t % p] += g * (1.0 - a) * ec
-            self.mean_abs += sa * (min(abs(e), c * sigma) / self.infl - self.mean_abs)
             self.infl = 1.0 + (self.infl - 1.0) * 0.7
             self.recent.append([t, y - s])
             if len(self.recent) > 128:
@@ -296,24 +315,72 @@ class StreamingAnomalyScorer(Detector):
             # Residuals of a smoothed model are autocorrelated (AR noise,
             # random-walk levels); a sum of n of them has variance about
             # n (1 + rho) / (1 - rho).  Deflating the CUSUM increments by that
-            # factor keeps its false-alarm rate near target.
-            self.zz += 0.02 * (zc * zc - self.zz)
-            self.zl += 0.02 * (zc * self.zprev - self.zl)
+            # factor keeps its false-alarm rate near target.  (Centred on the
+            # EW mean of z, so a shift does not read as autocorrelation.)
+            # The scale and the autocorrelation learn from residuals _DELAY
+            # rows old (dropped if a change point is confirmed meanwhile), so
+            # a shift is judged by the yardstick from before it instead of
+            # widening it.
+            self.pending.append([min(abs(e), c * sigma) / self.infl, zc, self.zprev])
             self.zprev = zc
-            rho = min(0.95, max(0.0, self.zl / self.zz)) if self.zz > 0 else 0.0
-            zc /= math.sqrt((1.0 + rho) / (1.0 - rho))
+            if len(self.pending) > _DELAY:
+                ae, z1, z0 = self.pending.pop(0)
+                self.mean_abs += sa * (ae - self.mean_abs)
+                self.zm += 0.02 * (z1 - self.zm)
+                self.zz += 0.02 * (z1 * z1 - self.zz)
+                self.zl += 0.02 * (z1 * z0 - self.zl)
+            var = self.zz - self.zm * self.zm
+            rho = min(0.95, max(0.0, (self.zl - self.zm * self.zm) / var)) if var > 0 else 0.0
+            defl = math.sqrt((1.0 - rho) / (1.0 + rho))
+            zc *= defl
             if self.sp <= 0.0:
                 self.cusum_up = t
             if self.sn <= 0.0:
                 self.cusum_dn = t
             self.sp = max(0.0, self.sp + zc - 0.5)
             self.sn = max(0.0, self.sn - zc - 0.5)
-            if (self.sp > h or self.sn > h) and t >= self.settled:
-                start = self.cusum_up if self.sp > h else self.cusum_dn
+            # Short-run CUSUM against a frozen reference: the adaptive level
+            # absorbs part of a shift before the CUSUM above confirms it
+            # (a 2 sigma shift then takes 10-20 rows).  Each side compares
+            # the values with the model as it stood when the side left zero
+            # (level, plus the trend if it moves the level by more than the
+            # noise within 16 rows) and restarts after 16 rows without an
+            # alarm, so estimation error in the reference cannot accumulate.
+            for j, sgn in ((0, 1.0), (1, -1.0)):
+                f = self.fp if j == 0 else self.fn
+                if f <= 0.0 or t - self.fstart[j] >= 16:
+                    f = 0.0
+                    self.fstart[j] = t
+                    self.fref[2 * j] = lvl0
+                    self.fref[2 * j + 1] = tr0 if abs(tr0) * 16 > sigma else 0.0
+                ez = (y - s - self.fref[2 * j] - self.fref[2 * j + 1] * (t - self.fstart[j] + 1)) / sigma
+                f = max(0.0, f + sgn * max(-4.0, min(4.0, ez)) * defl - _FK)
+                if j == 0:
+                    self.fp = f
+                else:
+                    self.fn = f
+            start = -1
+            if t >= self.settled and (self.period or not self.auto_period or self.r0 < 0.5):
+                if self.sp > h or self.sn > h:
+                    start = self.cusum_up if self.sp > h else self.cusum_dn
+                elif self.fp > self._hf or self.fn > self._hf:
+                    start = self.fstart[0] if self.fp > self._hf else self.fstart[1]
+            if start >= 0:
                 since = [v for r, v in self.recent if r >= start]
-                self.level = float(np.median(since))
+                before = [v for r, v in self.recent if start - 24 <= r < start]
+                med = float(np.median(since))
+                # the shift must persist: the median since the estimated start
+                # clears the spread of the values just before it
+                if len(before) >= 8:
+                    mb = float(np.median(before))
+                    spread = 1.4826 * float(np.median(np.abs(np.array(before) - mb)))
+                    if len(since) < 3 or abs(med - mb) < max(spread, 0.5 * sigma):
+                        continue
+                self.level = med
                 self.trend = 0.0
-                self.sp = self.sn = 0.0
+                self.sp = self.sn = self.fp = self.fn = 0.0
+                self.pending = []
+                self.last_cp = t
                 chg[i] = True
         return out, chg
 
@@ -362,6 +429,14 @@ class StreamingAnomalyScorer(Detector):
             "zz": self.zz,
             "zl": self.zl,
             "zprev": self.zprev,
+            "zm": self.zm,
+            "r0": self.r0,
+            "last_cp": self.last_cp,
+            "pending": [list(r) for r in self.pending],
+            "fp": self.fp,
+            "fn": self.fn,
+            "fstart": list(self.fstart),
+            "fref": list(self.fref),
             "history": list(self.history),
             "recent": [list(r) for r in self.recent],
         }
@@ -369,13 +444,16 @@ class StreamingAnomalyScorer(Detector):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         d = cls(**state["params"])
-        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled"):
+        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled", "last_cp"):
             setattr(d, k, int(state[k]))
-        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev"):
+        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev", "zm", "r0", "fp", "fn"):
             setattr(d, k, float(state[k]))
         d.auto_period = bool(state["auto_period"])
         d.ready = bool(state["ready"])
         d.season = [float(v) for v in state["season"]]
         d.history = list(state["history"])
         d.recent = [list(r) for r in state["recent"]]
+        d.fstart = [int(v) for v in state["fstart"]]
+        d.pending = [[float(x) for x in r] for r in state["pending"]]
+        d.fref = [float(v) for v in state["fref"]]
         return d
