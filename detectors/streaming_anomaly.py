@@ -329,8 +329,7 @@ class StreamingAnomalyScorer(Detector):
                 self.zm += 0.02 * (z1 - self.zm)
                 self.zz += 0.02 * (z1 * z1 - self.zz)
                 self.zl += 0.02 * (z1 * z0 - self.zl)
-            var = self.zz - self.zm * self.zm
-            rho = min(0.95, max(0.0, (self.zl - self.zm * self.zm) / var)) if var > 0 else 0.0
+            rho = min(0.95, max(0.0, self.zl / self.zz)) if self.zz > 0 else 0.0
             defl = math.sqrt((1.0 - rho) / (1.0 + rho))
             zc *= defl
             if self.sp <= 0.0:
