@@ -44,6 +44,8 @@ from detectors.cusum import h_for_arl
 
 _CHECKPOINTS = (48, 96, 192, 384, 768, 1536, 3072)
 _FK = 0.75  # reference value of the short-run (frozen-reference) CUSUM, in sigmas
+_FRHO = 0.3  # ... used only while the residuals' lag-1 autocorrelation is below this
+_FSTEP = 1.75  # ... and confirmed only by a step of this many sigmas (median vs median)
 _DELAY = 8  # rows before a residual updates the scale / autocorrelation
 
 
@@ -195,12 +197,12 @@ class StreamingAnomalyScorer(Detector):
         self.sp = self.sn = 0.0
         self.cusum_up = self.cusum_dn = 0  # rows where each CUSUM side last left zero
         self.settled = 0  # first row where change points may be signalled
-        self.zz, self.zl, self.zprev, self.zm = 1.0, 0.0, 0.0, 0.0  # EW E[z^2], E[z z_prev], last z, E[z]
-        self.last_cp = 0  # row of the last change point
+        self.zz, self.zl, self.zprev = 1.0, 0.0, 0.0  # EW E[z^2], E[z z_prev], last z
         self.pending: list[list[float]] = []  # residuals waiting to update scale and autocorrelation
         self.fp = self.fn = 0.0  # frozen-reference CUSUM sides
         self.fstart = [0, 0]  # rows where they started
         self.fref = [0.0, 0.0, 0.0, 0.0]  # their reference level, trend
+        self.nz = 0  # residuals in the autocorrelation estimate since the last (re)fit
         self.r0 = 0.0  # lag-1 autocorrelation of the history at the last (re)initialisation
         self.history: list[float | None] = []  # raw values (None = missing) for initialisation
         self.recent: list[list[float]] = []  # [row, deseasonalised value], last 128
@@ -246,10 +248,11 @@ class StreamingAnomalyScorer(Detector):
         dv = des[ok] - np.median(des[ok])
         den = float(dv @ dv)
         r1 = float(dv[1:] @ dv[:-1]) / den if den > 0 else 0.0
-        self.zz, self.zl, self.zprev, self.zm = 1.0, min(0.95, max(0.0, r1)), 0.0, 0.0
+        self.zz, self.zl, self.zprev = 1.0, min(0.95, max(0.0, r1)), 0.0
         self.r0 = r1
+        self.nz = 0
         # the short-run shift test compares with the history (deseasonalised)
-        self.recent = [[first_row + j, float(des[j])] for j in np.flatnonzero(ok)[-128:]]
+        self.recent = [[int(first_row + j), float(des[j])] for j in np.flatnonzero(ok)[-128:]]
         # change points once the fresh model has seen a few values (two more
         # periods after a seasonal (re)fit)
         self.settled = self.t + max(2 * p, 4)
@@ -315,8 +318,7 @@ class StreamingAnomalyScorer(Detector):
             # Residuals of a smoothed model are autocorrelated (AR noise,
             # random-walk levels); a sum of n of them has variance about
             # n (1 + rho) / (1 - rho).  Deflating the CUSUM increments by that
-            # factor keeps its false-alarm rate near target.  (Centred on the
-            # EW mean of z, so a shift does not read as autocorrelation.)
+            # factor keeps its false-alarm rate near target.
             # The scale and the autocorrelation learn from residuals _DELAY
             # rows old (dropped if a change point is confirmed meanwhile), so
             # a shift is judged by the yardstick from before it instead of
@@ -326,9 +328,12 @@ class StreamingAnomalyScorer(Detector):
             if len(self.pending) > _DELAY:
                 ae, z1, z0 = self.pending.pop(0)
                 self.mean_abs += sa * (ae - self.mean_abs)
-                self.zm += 0.02 * (z1 - self.zm)
-                self.zz += 0.02 * (z1 * z1 - self.zz)
-                self.zl += 0.02 * (z1 * z0 - self.zl)
+                # a running mean over the first values after a (re)fit (the
+                # history prior counts as two), then EW
+                self.nz += 1
+                rz = max(0.02, 1.0 / (self.nz + 2))
+                self.zz += rz * (z1 * z1 - self.zz)
+                self.zl += rz * (z1 * z0 - self.zl)
             rho = min(0.95, max(0.0, self.zl / self.zz)) if self.zz > 0 else 0.0
             defl = math.sqrt((1.0 - rho) / (1.0 + rho))
             zc *= defl
@@ -360,26 +365,38 @@ class StreamingAnomalyScorer(Detector):
                     self.fn = f
             start = -1
             if t >= self.settled and (self.period or not self.auto_period or self.r0 < 0.5):
-                if self.sp > h or self.sn > h:
+                strict = False
+                if (self.sp > h or self.sn > h) and self.nz >= 64:
                     start = self.cusum_up if self.sp > h else self.cusum_dn
-                elif self.fp > self._hf or self.fn > self._hf:
+                elif (self.fp > self._hf or self.fn > self._hf) and rho < _FRHO:
                     start = self.fstart[0] if self.fp > self._hf else self.fstart[1]
+                    strict = True
             if start >= 0:
                 since = [v for r, v in self.recent if r >= start]
                 before = [v for r, v in self.recent if start - 24 <= r < start]
                 med = float(np.median(since))
                 # the shift must persist: the median since the estimated start
                 # clears the spread of the values just before it
+                if strict and len(before) < 8:
+                    continue
                 if len(before) >= 8:
                     mb = float(np.median(before))
                     spread = 1.4826 * float(np.median(np.abs(np.array(before) - mb)))
-                    if len(since) < 3 or abs(med - mb) < max(spread, 0.5 * sigma):
+                    if strict:
+                        # the short-run CUSUM: a clear, persistent step from
+                        # values that looked like noise about a flat level
+                        # (not a wandering random walk / AR process)
+                        bv = np.array(before) - mb
+                        den = float(bv @ bv)
+                        r1 = float(bv[1:] @ bv[:-1]) / den if den > 0 else 1.0
+                        if len(since) < 5 or r1 > 0.4 or abs(med - mb) < _FSTEP * max(spread, sigma):
+                            continue
+                    elif len(since) < 3 or abs(med - mb) < max(spread, 0.5 * sigma):
                         continue
                 self.level = med
                 self.trend = 0.0
                 self.sp = self.sn = self.fp = self.fn = 0.0
                 self.pending = []
-                self.last_cp = t
                 chg[i] = True
         return out, chg
 
@@ -428,9 +445,8 @@ class StreamingAnomalyScorer(Detector):
             "zz": self.zz,
             "zl": self.zl,
             "zprev": self.zprev,
-            "zm": self.zm,
             "r0": self.r0,
-            "last_cp": self.last_cp,
+            "nz": self.nz,
             "pending": [list(r) for r in self.pending],
             "fp": self.fp,
             "fn": self.fn,
@@ -443,9 +459,9 @@ class StreamingAnomalyScorer(Detector):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         d = cls(**state["params"])
-        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled", "last_cp"):
+        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled", "nz"):
             setattr(d, k, int(state[k]))
-        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev", "zm", "r0", "fp", "fn"):
+        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev", "r0", "fp", "fn"):
             setattr(d, k, float(state[k]))
         d.auto_period = bool(state["auto_period"])
         d.ready = bool(state["ready"])

@@ -107,7 +107,7 @@ class InfersightCollector(Collector):
         )
         artifact = GaugeMetricFamily(
             "infersight_model_artifact_info",
-            "Model artifacts recently served (1 per digest), and whether each is approved",
+            "Model artifacts serving now (in the model's last window of records), and whether each is approved",
             labels=["model", "digest", "approved"],
         )
         active = GaugeMetricFamily(
@@ -155,7 +155,7 @@ class InfersightCollector(Collector):
                         p_value.add_metric(labels, result.p_value)
                 for detector, count in per_detector.items():
                     detected_features.add_metric([model, detector], count)
-            for model, digest, approved in pipeline.integrity.artifact_info():
+            for model, digest, approved in pipeline.serving_artifacts():
                 artifact.add_metric([model, digest, "true" if approved else "false"], 1)
             for (model, alert, severity), value in pipeline.alerts.firing().items():
                 active.add_metric([model, alert, severity], value)

@@ -63,6 +63,8 @@ class Pipeline:
         self.rejected_total: Counter[str] = Counter()  # per reason
         self.labels_unknown_model = 0  # labels for models this daemon has not seen
         self.model_errors: Counter[str] = Counter()  # records a model's detectors failed on
+        # model -> digest -> the model's record count when the digest was last served
+        self.digest_last_seen: dict[str, dict[str, int]] = {}
         self.model_partition: dict[str, int] = {}  # partition each model's records come from
         self.batch_duration = DurationHistogram()
         # Scrapes run on the HTTP server's thread; they read what process() writes.
@@ -153,6 +155,17 @@ class Pipeline:
         ]
 
 
+    def serving_artifacts(self) -> list[tuple[str, str, bool]]:
+        """``(model, digest, approved)`` for the digests each model served in its
+        last ``policy.window_size`` records: what is serving now, so a rolled-back
+        artifact drops out (and its alert resolves)."""
+        window = self.settings.policy.window_size
+        return [
+            (model, digest, approved)
+            for model, digest, approved in self.integrity.artifact_info()
+            if self.digest_last_seen.get(model, {}).get(digest, -window) >= self.records_total[model] - window
+        ]
+
     def set_approved(self, model_id: str, digests: list[str]) -> None:
         """Replace a model's approved digests (registry feed); none = trust on first use."""
         with self.lock:
@@ -170,7 +183,9 @@ class Pipeline:
                                     return_counts=True)
         event_time = float(np.max(batch.timestamps)) if batch.n else 0.0
         findings = []
+        last_seen = self.digest_last_seen.setdefault(batch.model_id, {})
         for digest, count in zip(digests.tolist(), counts.tolist()):
+            last_seen[digest] = self.records_total[batch.model_id] + batch.n
             approved = self.integrity.is_approved(batch.model_id, digest)
             event = events.get(digest)
             if approved and event is None:
@@ -213,6 +228,7 @@ class Pipeline:
             gone = [m for m, p in self.model_partition.items() if p in partitions]
             for model_id in gone:
                 self.monitors.pop(model_id, None)
+                self.digest_last_seen.pop(model_id, None)
                 del self.model_partition[model_id]
                 self.alerts.forget(model_id)
             return gone

@@ -70,6 +70,8 @@ def test_swap_to_unapproved_digest_alerts_on_its_first_record_and_canary_flips(m
     assert canary and all(e.feature.startswith("probe-") for e in canary)
     info = {(m, d, a) for m, d, a in pipeline.integrity.artifact_info()}
     assert ("digits-lr", digest_of(rogue), False) in info and ("digits-lr", digest_of(clean), True) in info
+    # what is serving now (last window): only the rogue, 2000 records after the swap
+    assert pipeline.serving_artifacts() == [("digits-lr", digest_of(rogue), False)]
 
 
 def test_malware_segment_suppression_is_found():
