@@ -14,17 +14,33 @@ Model (robust Holt-Winters in error-correction form):
   noise exceeds 0.5 with probability 4e-4);
 * level, trend and season learn from the *clipped* residual (Huber), so
   spikes barely move them;
-* level shifts: a two-sided CUSUM on the clipped z, deflated for the
-  residuals' lag-1 autocorrelation and calibrated to ``change_arl`` steps
-  between false alarms, confirms a sustained shift; the
-  level is then re-based to the median of the values since the estimated
-  start and the value is flagged as a change point;
+* level shifts, two detectors calibrated to ``change_arl`` steps between
+  false alarms, their increments deflated for the residuals' lag-1
+  autocorrelation:
+  - a CUSUM (k = 0.5) on the clipped z of the adaptive model, for slow or
+    small shifts (active once 64 residuals have set the autocorrelation);
+  - a short-run CUSUM (k = 0.75) against the model *frozen* where it started
+    (restarted after 16 rows), for 1.5-3 sigma steps that the adaptive level
+    would otherwise half-absorb before confirmation (Nile: ~8 rows instead of
+    never).  Used only while the residuals look like noise about a level
+    (autocorrelation < 0.3, and < 0.4 over the 24 values before the step),
+    and confirmed only by a step of 1.75 sigmas between the medians before
+    and since its start (at least 5 values since).
+  A confirmed shift re-bases the level to the median of the values since the
+  estimated start and is flagged as a change point.  Scale and
+  autocorrelation learn from residuals 8 rows old (discarded on a change
+  point), so a shift is measured with the yardstick from before it.
+  Change points are possible from a few rows after the warm-up (two periods
+  after a seasonal (re)fit); while a period may still be found, only when the
+  warm-up values looked like noise about a level (lag-1 autocorrelation
+  < 0.5), not like an unmodelled cycle;
 * missing values (NaN) advance the seasonal phase without updating anything;
   after a gap the tolerated error is widened (level uncertainty grows with
   the gap) and shrinks back over the next values;
 * seasonality: ``period`` if given; otherwise detected online from the first
-  values (per-phase means that predict other cycles out of sample, at
-  doubling checkpoints up to ``max_history`` steps).  The model
+  values (per-phase means that predict other cycles out of sample, periods
+  up to a third of the history, at doubling checkpoints up to
+  ``max_history`` steps; weekly data with a yearly cycle: 52 at row 192).  The model
   is (re)initialised from that history when the period is found.
 
 The recursion is non-linear (clipping, re-basing), so it runs as one tight
@@ -65,7 +81,7 @@ def detect_period(y: np.ndarray, max_period: int | None = None, min_strength: fl
     """Period with the strongest *repeatable* seasonal signal in ``y`` (NaN
     allowed), or 0.
 
-    For each candidate ``p`` (2 .. len/4) the series minus its ``p``-wide
+    For each candidate ``p`` (2 .. len/3) the series minus its ``p``-wide
     moving average (which removes level, trend and shifts) is split into
     even and odd cycles; the per-phase means of one half predict the other
     and the out-of-sample R^2 (averaged both ways) is the strength.  Random
@@ -128,7 +144,7 @@ class StreamingAnomalyScorer(Detector):
         Residuals are clipped at this many sigmas before they update anything.
     change_arl
         Expected steps between false level-shift alarms on a well-modelled
-        series (CUSUM on clipped z, k = 0.5).
+        series (sets the thresholds of both CUSUMs).
     warmup
         Observed values before scores are produced (scores are 0 until then).
     max_history

@@ -5,9 +5,9 @@ two columns:
 
 * ``anomaly_score`` in [0, 1] (empty where ``value`` is missing), from
   :class:`detectors.streaming_anomaly.StreamingAnomalyScorer`;
-* ``change_point``: 1 where its level-shift detector (a CUSUM on the robust
-  residuals, calibrated to ``change_arl`` steps between false alarms)
-  confirms a change, else 0.
+* ``change_point``: 1 where its level-shift detectors (CUSUMs on the robust
+  residuals, calibrated to ``change_arl`` steps between false alarms, with a
+  persistence check) confirm a change, else 0.
 
 Both are computed online: the outputs of row k depend only on rows 0..k, so
 the command gives the same answers as the daemon seeing the rows one by one.
@@ -17,6 +17,42 @@ must not decrease.  When they are numbers or datetimes, the typical spacing is
 learned from the first rows and a jump of several spacings is treated as that
 many missing rows (keeps the seasonal clock right across gaps).  Values may be
 empty, ``NaN``, ``NA`` or ``null`` (missing).
+
+Default configuration (one for all series; see
+:mod:`detectors.streaming_anomaly` for the model): period detected online
+(candidates up to a third of the history at rows 48, 96, 192, ...; 0 = none),
+warm-up 16 values, ``change_arl`` 20 000; change points from a few rows after
+the warm-up via (a) a short-run CUSUM against the model frozen at its start
+(k = 0.75, confirmed by a median step of 1.75 sigmas over >= 5 values, only on
+series whose residuals look like noise about a level) and (b) the adaptive
+CUSUM (k = 0.5) once 64 residuals have set the autocorrelation deflation.
+
+Measured on real series (statsmodels datasets, through this CSV path; pinned
+by ``tests/test_real_series.py``):
+
+* Nile, annual flow 1871-1970 (100 rows): one change point, 1907 (row 36),
+  for the drop that starts in 1899 (row 28; ~1.8 sigma, so ~8 rows is what a
+  known-mean CUSUM at this false-alarm rate needs); no other; max anomaly
+  score 0.30; period 0.  (Before: no change point, none allowed before row 96.)
+* CO2, weekly Mauna Loa 1958-2001 (2284 rows, 59 missing): period 52 (before:
+  48); one change point, 1968-07-20 (row 538), where the data run 1-2 ppm above
+  the seasonal expectation for ~8 weeks (year-on-year +1.7..2.2 ppm against the
+  usual ~0.8); after the season is learnt (row 400 on) median score 0.03, 0.05 %
+  of weeks above 0.5, none above 0.9.
+* US macro, quarterly 1959-2009 (203 rows, period 0 on all):
+  unemployment: no change point (recessions are ramps, not steps), top scores
+  0.5-0.6 at the 1975 and 2009 jumps; inflation: no change point, top score
+  0.85 at 2008Q4 (-8.79 %), next 0.55 (1982Q4); real interest rate: change
+  points 1974Q1 (negative real rates, oil shock), 1981Q3 (Volcker), 1988Q3 and
+  2003Q3 (1 % funds rate era).
+* Synthetic null series, 20 seeds x 3000 rows: white noise 6 change points in
+  total, AR(1) 0.8 3, random walk 1 (about one per 10 000-20 000 rows).
+
+Known weak spots: the 1970s inflation regime (1973 rise, 1982 fall) is not
+flagged (too noisy and autocorrelated for a confirmed step); a shift smaller
+than ~1.5 sigma on a short series is left to the slower adaptive CUSUM
+(available from ~80 rows); the inflation collapse of 2008Q4 scores 0.85, under
+the 0.9 "anomaly" count threshold.
 """
 
 from __future__ import annotations
