@@ -384,7 +384,7 @@ class StreamingAnomalyScorer(Detector):
                 strict = False
                 if (self.sp > h or self.sn > h) and self.nz >= 64:
                     start = self.cusum_up if self.sp > h else self.cusum_dn
-                elif (self.fp > self._hf or self.fn > self._hf) and rho < _FRHO:
+                elif (self.fp > self._hf or self.fn > self._hf) and rho < _FRHO and self.nz >= 8:
                     start = self.fstart[0] if self.fp > self._hf else self.fstart[1]
                     strict = True
             if start >= 0:

@@ -161,6 +161,12 @@ class InfersightCollector(Collector):
                 active.add_metric([model, alert, severity], value)
             buckets = pipeline.batch_duration.cumulative()
             duration_sum = pipeline.batch_duration.total
+        unknown = CounterMetricFamily(
+            "infersight_labels_unknown_model",
+            "Label messages for models this daemon does not monitor (wrong model_id, or another daemon's partition)",
+        )
+        unknown.add_metric([], pipeline.labels_unknown_model)
+        yield unknown
         yield from (records, rejected, errors, score, threshold, p_value, detected, seen, detected_features)
         yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, anomaly, artifact, active)
         yield HistogramMetricFamily(

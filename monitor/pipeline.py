@@ -92,14 +92,13 @@ class Pipeline:
         labels, label_rejects = decode_label_batch(list(label_raws), max_record_bytes=limits.max_record_bytes)
         with self.lock:
             groups = group_by_model(records)
+            rejects.extend(self._refuse_new_models(groups, records, indices, raws))
             if partitions is not None:
                 last_index = {record.model_id: i for record, i in zip(records, indices)}
-                for model_id, i in last_index.items():
-                    self.model_partition[model_id] = partitions[i]
+                for model_id in groups:
+                    self.model_partition[model_id] = partitions[last_index[model_id]]
             findings = []
             complete: set[tuple[str, str]] = set()
-            refused = self._refuse_new_models(groups, records, indices, raws)
-            rejects.extend(refused)
             for model_id, model_records in groups.items():
                 batch = build_model_batch(model_id, model_records)
                 try:
