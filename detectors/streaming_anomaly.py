@@ -475,16 +475,22 @@ class StreamingAnomalyScorer(Detector):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         d = cls(**state["params"])
-        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled", "nz"):
+        for k in ("t", "n_obs", "period", "gap", "cusum_up", "cusum_dn", "settled"):
             setattr(d, k, int(state[k]))
-        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev", "r0", "fp", "fn"):
+        for k in ("level", "trend", "mean_abs", "infl", "sp", "sn", "zz", "zl", "zprev"):
             setattr(d, k, float(state[k]))
         d.auto_period = bool(state["auto_period"])
         d.ready = bool(state["ready"])
         d.season = [float(v) for v in state["season"]]
         d.history = list(state["history"])
         d.recent = [list(r) for r in state["recent"]]
-        d.fstart = [int(v) for v in state["fstart"]]
-        d.pending = [[float(x) for x in r] for r in state["pending"]]
-        d.fref = [float(v) for v in state["fref"]]
+        # short-run detector state (absent from states saved by older
+        # versions: those resume with it idle and fully warmed up)
+        d.nz = int(state.get("nz", 64))
+        d.r0 = float(state.get("r0", 0.0))
+        d.fp = float(state.get("fp", 0.0))
+        d.fn = float(state.get("fn", 0.0))
+        d.fstart = [int(v) for v in state.get("fstart", [d.t, d.t])]
+        d.fref = [float(v) for v in state.get("fref", [d.level, 0.0, d.level, 0.0])]
+        d.pending = [[float(x) for x in r] for r in state.get("pending", [])]
         return d

@@ -142,6 +142,7 @@ class Daemon:
         kafka = self.settings.kafka
         delay = BACKOFF_START_SECONDS
         while not self.stopping.is_set():
+            consumer = producer = None
             try:
                 consumer = KafkaConsumer(
                     bootstrap_servers=kafka.bootstrap_servers,
@@ -170,6 +171,10 @@ class Daemon:
                 if self.registry is not None:
                     self.registry.catch_up(self.pipeline)
             except KafkaError as exc:
+                for client in (self.registry, producer, consumer):  # whatever did connect
+                    if client is not None:
+                        client.close()
+                self.registry = None
                 self.runtime.kafka_connected = False
                 log.warning(
                     "Kafka at %s unreachable (%s); retrying in %.0f s",
