@@ -405,7 +405,9 @@ class StreamingAnomalyScorer(Detector):
                         bv = np.array(before) - mb
                         den = float(bv @ bv)
                         r1 = float(bv[1:] @ bv[:-1]) / den if den > 0 else 1.0
-                        if len(since) < 5 or r1 > 0.4 or abs(med - mb) < _FSTEP * max(spread, sigma):
+                        ref = max(spread, sigma)
+                        off = sum(1 for v in since if (v - mb) * (med - mb) > 0 and abs(v - mb) > 0.5 * ref)
+                        if len(since) < 5 or r1 > 0.4 or abs(med - mb) < _FSTEP * ref or off < len(since):
                             continue
                     elif len(since) < 3 or abs(med - mb) < max(spread, 0.5 * sigma):
                         continue

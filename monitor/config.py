@@ -75,7 +75,13 @@ class PolicySettings(_Section):
     """Which detectors run on what, and how often they may false-alarm."""
 
     reference_size: int = Field(5000, ge=50, description="first records of each model that form its reference")
+    reference_files: dict[str, Path] = Field(
+        {}, description="model_id -> JSONL of approved records to use as its reference instead of its first records"
+    )
     window_size: int = Field(1000, ge=20, description="records per tested window")
+    sliding_windows: bool = Field(
+        False, description="test the last window every window_size/4 records (faster detection, 4x the tests)"
+    )
     expected_run_length: float = Field(
         1e8, gt=0, description="target records between false alarms per model, across all its tests"
     )
@@ -109,6 +115,9 @@ class PolicySettings(_Section):
     def _windows(self) -> PolicySettings:
         if self.window_size > self.reference_size:
             raise ValueError("window_size must not exceed reference_size")
+        missing = {m: str(p) for m, p in self.reference_files.items() if not p.is_file()}
+        if missing:
+            raise ValueError(f"reference_files not found: {missing}")
         return self
 
 

@@ -3,7 +3,9 @@
 Lifecycle of one model:
 
 1. *learning*: the first ``policy.reference_size`` records are kept as the
-   reference sample, column by column;
+   reference sample, column by column (or the reference comes from a file of
+   approved records, ``policy.reference_files``, and live records are all
+   monitored);
 2. *monitoring*: detectors are built from that reference (thresholds at a
    per-test alpha derived from ``policy.expected_run_length``, Bonferroni over
    all of the model's tests) and every later batch updates them.
@@ -173,6 +175,7 @@ class ModelMonitor:
         self.limits = limits = settings.limits
         track_labels = settings.kafka.labels_topic is not None
         self.records_seen = 0
+        self.live_reference_records = 0  # live records that went into the reference
         self.last_event_time: float | None = None
         self._reference: _ReferenceBuffer | None = _ReferenceBuffer()
         # (detector name, feature) -> detector; feature "" for output detectors
@@ -203,6 +206,14 @@ class ModelMonitor:
     def reference_ready(self) -> bool:
         return self._reference is None
 
+    def set_reference(self, batch: ModelBatch) -> None:
+        """Use ``batch`` (approved records, e.g. from a file) as the whole
+        reference: every live record is then monitored."""
+        reference = _ReferenceBuffer()
+        reference.add(batch.subset(batch.canary == None))  # noqa: E711 - probes are not traffic
+        self._build_detectors(reference)
+        self._reference = None
+
     def update(self, batch: ModelBatch) -> list[Finding]:
         self.records_seen += batch.n
         if batch.n:
@@ -220,6 +231,7 @@ class ModelMonitor:
         if self._reference is not None:
             needed = self.policy.reference_size - self._reference.n
             self._reference.add(batch.slice(0, needed))
+            self.live_reference_records = self._reference.n
             if self._reference.n < self.policy.reference_size:
                 return findings
             self._build_detectors(self._reference)
@@ -287,7 +299,10 @@ class ModelMonitor:
         )
         policy = self.policy
         window = policy.window_size
-        self.alpha = per_test_alpha(policy.expected_run_length, window, max(n_tests, 1))
+        sliding = policy.sliding_windows
+        # a sliding window is tested every window/4 records: four times the tests
+        test_every = window // 4 if sliding else window
+        self.alpha = per_test_alpha(policy.expected_run_length, test_every, max(n_tests, 1))
         # sequential detectors take their share of the budget as a run length
         own_run_length = policy.expected_run_length * max(n_tests, 1)
         for name, kind, column in usable:
@@ -295,9 +310,11 @@ class ModelMonitor:
             registry = NUMERIC_DETECTORS if kind == "numeric" else CATEGORICAL_DETECTORS
             names = policy.numeric_detectors if kind == "numeric" else policy.categorical_detectors
             for detector_name in names:
-                self.detectors[(detector_name, name)] = registry[detector_name](column, window, self.alpha)
+                self.detectors[(detector_name, name)] = registry[detector_name](
+                    column, window, self.alpha, sliding=sliding
+                )
         for detector_name, (cls, column) in outputs.items():
-            self.detectors[(detector_name, "")] = cls(column, window, self.alpha)
+            self.detectors[(detector_name, "")] = cls(column, window, self.alpha, sliding=sliding)
         if numeric:
             matrix = np.column_stack([column for _, column in numeric])
             self.matrix_fill = np.nanmedian(matrix, axis=0)
@@ -307,7 +324,7 @@ class ModelMonitor:
                 if detector_name == "mmd":
                     self.detectors[(detector_name, "")] = cls(matrix, ert=own_run_length)
                 else:
-                    self.detectors[(detector_name, "")] = cls(matrix, window, self.alpha)
+                    self.detectors[(detector_name, "")] = cls(matrix, window, self.alpha, sliding=sliding)
             if use_anomaly:
                 self.detectors[("hst", "")] = HSTDetector(
                     matrix, target_rate=policy.anomaly_target_rate, alpha=self.alpha, window_size=HST_WINDOW
@@ -385,7 +402,7 @@ class ModelMonitor:
                     event_time=event_time,
                     # detectors count from the end of the reference
                     since_record=None if result.change_index is None
-                    else self.policy.reference_size + result.change_index,
+                    else self.live_reference_records + result.change_index,
                 )
             )
         return findings
@@ -431,6 +448,7 @@ class ModelMonitor:
             "version": 1,
             "model_id": self.model_id,
             "records_seen": self.records_seen,
+            "live_reference_records": self.live_reference_records,
             "last_event_time": self.last_event_time,
             "reference": None if self._reference is None else self._reference.state_dict(),
             "kinds": self.kinds,
@@ -454,6 +472,7 @@ class ModelMonitor:
             raise ValueError(f"unsupported model state version {state.get('version')!r}")
         monitor = cls(state["model_id"], settings)
         monitor.records_seen = state["records_seen"]
+        monitor.live_reference_records = state["live_reference_records"]
         monitor.last_event_time = state["last_event_time"]
         monitor._reference = None if state["reference"] is None else _ReferenceBuffer.from_state(state["reference"])
         monitor.kinds = dict(state["kinds"])

@@ -136,7 +136,7 @@ class Pipeline:
             if model_id in self.monitors:
                 continue
             if len(self.monitors) < limit:
-                self.monitors[model_id] = ModelMonitor(model_id, self.settings, self.canary_expectations)
+                self.monitors[model_id] = self._new_monitor(model_id)
             else:
                 refused_models.add(model_id)
                 del groups[model_id]
@@ -231,6 +231,23 @@ class Pipeline:
                 del self.model_partition[model_id]
                 self.alerts.forget(model_id)
             return gone
+
+    def _new_monitor(self, model_id: str) -> ModelMonitor:
+        monitor = ModelMonitor(model_id, self.settings, self.canary_expectations)
+        path = self.settings.policy.reference_files.get(model_id)
+        if path is not None:
+            with open(path, "rb") as f:
+                raws = [line.rstrip(b"\r\n") for line in f if line.strip()]
+            records, _, rejects = decode_batch(raws, max_record_bytes=self.settings.limits.max_record_bytes,
+                                               max_features=self.settings.limits.max_features_per_record)
+            records = [r for r in records if r.model_id == model_id]
+            if rejects or not records:
+                log.warning("reference file %s: %d usable records, %d rejected lines%s", path, len(records),
+                            len(rejects), f" (first: {rejects[0].reason}: {rejects[0].detail})" if rejects else "")
+            if records:
+                monitor.set_reference(build_model_batch(model_id, records))
+                log.info("model %s: reference of %d records from %s", model_id, len(records), path)
+        return monitor
 
     def _join_labels(self, labels) -> list:
         by_model: dict[str, list[tuple[str, str]]] = {}

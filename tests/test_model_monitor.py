@@ -113,3 +113,39 @@ def test_latency_shift_is_detected_and_missing_latencies_are_fine():
     latency_at = [i for i, kind in found if kind == "latency_shift"]
     assert latency_at and min(latency_at) >= 12, found
     assert min(latency_at) <= 14  # within ~500 records of the change
+
+
+def test_reference_from_a_file_monitors_every_live_record(tmp_path):
+    from monitor.pipeline import Pipeline
+
+    approved = tmp_path / "approved.jsonl"
+    approved.write_bytes(b"\n".join(v for m, v in generate_records(1, 2000, seed=1)) + b"\n")
+    live = [v for _, v in generate_records(1, 2000, Scenario("covariate_shift", feature="f3", shift_at=0), seed=2)]
+    settings = Settings.model_validate({"policy": {
+        "reference_size": 1000, "window_size": 500, "reference_files": {"credit-risk": str(approved)}}})
+    monitor = Pipeline(settings)._new_monitor("credit-risk")
+    assert monitor.reference_ready  # before any live record
+    findings = []
+    for start in range(0, 2000, 100):
+        records, _, _ = decode_batch(live[start : start + 100])
+        findings += [(start + 100, f) for f in monitor.update(build_model_batch("credit-risk", records))
+                     if f.feature == "f3" and f.result.detected]
+    at, first = findings[0]
+    assert at == 500 and first.since_record == 0  # the first live window already shows the shift
+    assert monitor.live_reference_records == 0
+
+
+def test_sliding_windows_detect_sooner_than_tumbling():
+    def first_detection(sliding):
+        settings = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 500,
+                                                        "sliding_windows": sliding}})
+        monitor = ModelMonitor("credit-risk", settings)
+        scenario = Scenario("covariate_shift", feature="f3", magnitude=0.6, shift_at=1300)
+        for i, batch in enumerate(batches("credit-risk", scenario, 4000, size=50)):
+            if any(f.feature == "f3" and f.result.detected for f in monitor.update(batch)):
+                return (i + 1) * 50
+        return None
+
+    tumbling, sliding = first_detection(False), first_detection(True)
+    assert tumbling is not None and sliding is not None
+    assert sliding < tumbling, (sliding, tumbling)
