@@ -197,7 +197,7 @@ class StreamingAnomalyScorer(Detector):
             "max_history": int(max_history),
             "score_threshold": float(score_threshold),
         }
-        self._h = h_for_arl(change_arl, 0.5)
+        self._h = h_for_arl(4 * change_arl, 0.5)
         self._hf = h_for_arl(change_arl, _FK)
         self.t = 0  # rows seen (including missing ones): the seasonal clock
         self.n_obs = 0  # non-missing values seen
