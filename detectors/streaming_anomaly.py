@@ -18,14 +18,17 @@ Model (robust Holt-Winters in error-correction form):
   false alarms, their increments deflated for the residuals' lag-1
   autocorrelation:
   - a CUSUM (k = 0.5) on the clipped z of the adaptive model, for slow or
-    small shifts (active once 64 residuals have set the autocorrelation);
+    small shifts (active once 64 residuals have set the autocorrelation;
+    threshold for 4 x ``change_arl``, because its scale no longer widens
+    during a run, see below: measured null false-alarm rate as before);
   - a short-run CUSUM (k = 0.75) against the model *frozen* where it started
     (restarted after 16 rows), for 1.5-3 sigma steps that the adaptive level
     would otherwise half-absorb before confirmation (Nile: ~8 rows instead of
     never).  Used only while the residuals look like noise about a level
     (autocorrelation < 0.3, and < 0.4 over the 24 values before the step),
     and confirmed only by a step of 1.75 sigmas between the medians before
-    and since its start (at least 5 values since).
+    and since its start, every value since (at least 5) beyond half a sigma
+    on the side of the step.
   A confirmed shift re-bases the level to the median of the values since the
   estimated start and is flagged as a change point.  Scale and
   autocorrelation learn from residuals 8 rows old (discarded on a change
@@ -399,7 +402,8 @@ class StreamingAnomalyScorer(Detector):
                     mb = float(np.median(before))
                     spread = 1.4826 * float(np.median(np.abs(np.array(before) - mb)))
                     if strict:
-                        # the short-run CUSUM: a clear, persistent step from
+                        # the short-run CUSUM: a clear, persistent step (every
+                        # value since beyond half a sigma on its side) from
                         # values that looked like noise about a flat level
                         # (not a wandering random walk / AR process)
                         bv = np.array(before) - mb
