@@ -15,11 +15,9 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
+import statsmodels.datasets as sm_datasets  # a dev dependency: real series shipped offline
 
 from monitor.score_series import score_series
-
-sm_datasets = pytest.importorskip("statsmodels.datasets")
 
 
 def _score(tmp_path, name, stamps, values):
