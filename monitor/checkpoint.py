@@ -47,14 +47,8 @@ class CheckpointStore:
 
     def ensure_topic(self) -> None:
         """Create the compacted state topic if it does not exist yet."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="infersight-admin")
-        try:
-            admin.create_topics([NewTopic(self.state_topic, 1, 1, topic_configs=STATE_TOPIC_CONFIG)])
+        if ensure_topic(self.bootstrap_servers, self.state_topic, 1, STATE_TOPIC_CONFIG):
             log.info("created compacted state topic %s", self.state_topic)
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            admin.close()
 
     def save(self, entries: dict[str, dict]) -> None:
         """Write ``{model_id: value}`` and wait until the broker has them all."""
@@ -105,3 +99,15 @@ class CheckpointStore:
 
     def _key(self, model_id: str) -> bytes:
         return f"{self.source_topic}/{model_id}".encode()
+
+
+def ensure_topic(bootstrap_servers: str, name: str, partitions: int, configs: dict | None = None) -> bool:
+    """Create topic ``name`` unless it exists; True if this call created it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="infersight-admin")
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()

@@ -31,7 +31,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from monitor.checkpoint import MAX_STATE_BYTES, CheckpointStore
+from monitor.checkpoint import MAX_STATE_BYTES, CheckpointStore, ensure_topic
 from monitor.config import Settings
 from monitor.metrics import RuntimeStatus
 from monitor.pipeline import BatchOutcome, Pipeline
@@ -153,6 +153,8 @@ class Daemon:
                     max_poll_records=kafka.max_poll_records,
                     session_timeout_ms=kafka.session_timeout_ms,
                     heartbeat_interval_ms=kafka.session_timeout_ms // 3,
+                    # notice topics created after we subscribed within 30 s, not the default 5 min
+                    metadata_max_age_ms=30_000,
                     bootstrap_timeout_ms=5000,
                 )
                 producer = KafkaProducer(
@@ -166,6 +168,12 @@ class Daemon:
                 )
                 checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.checkpoint_topic, producer)
                 checkpoints.ensure_topic()
+                if kafka.labels_topic:
+                    # co-partitioned with the inference topic, so that the range
+                    # assignor gives a model's labels to the daemon that owns it
+                    partitions = len(consumer.partitions_for_topic(kafka.topic) or ()) or 1
+                    if ensure_topic(kafka.bootstrap_servers, kafka.labels_topic, partitions):
+                        log.info("created labels topic %s with %d partitions", kafka.labels_topic, partitions)
                 registry_topic = self.settings.integrity.registry_topic
                 self.registry = _RegistryFeed(kafka.bootstrap_servers, registry_topic) if registry_topic else None
                 if self.registry is not None:
@@ -242,31 +250,35 @@ class Daemon:
             self.skip_until = {k: v for k, v in self.skip_until.items() if k[0] not in lost}
             log.info("partitions %s revoked: %d models handed over", sorted(lost), len(gone))
         gained = {tp.partition for tp in assigned if tp.topic == topic}
-        if not gained:
+        labels_topic = self.settings.kafka.labels_topic
+        gained_labels = {tp.partition for tp in assigned if tp.topic == labels_topic}
+        if not gained and not gained_labels:
             return set()
         # The assignment callback runs on the client's IO thread, so a poll may
         # already have returned records of these partitions and built monitors
         # from them. Drop those, restore the checkpointed state, and rewind to
-        # the committed offset the checkpoint reflects: every record then
-        # reaches the restored state exactly once.
+        # the committed offsets the checkpoint reflects, labels included (the
+        # label joins live in the model state): every record then reaches the
+        # restored state exactly once.
         self.pipeline.forget_partitions(gained)
-        restored = self.checkpoints.load(gained)
+        restored = self.checkpoints.load(gained) if gained else {}
         for model_id, checkpoint in restored.items():
             self.pipeline.restore(model_id, checkpoint)
-        for partition in gained:
-            tp = TopicPartition(topic, partition)
-            committed = self.consumer.committed(tp)
-            if committed is not None:
-                self.consumer.seek(tp, committed)
+        committed = {}
+        for tp in [TopicPartition(topic, p) for p in gained] + [TopicPartition(labels_topic, p) for p in gained_labels]:
+            committed[tp] = self.consumer.committed(tp)
+            if committed[tp] is not None:
+                self.consumer.seek(tp, committed[tp])
             elif self.settings.kafka.auto_offset_reset == "earliest":
                 self.consumer.seek_to_beginning(tp)
-            for model_id, checkpoint in restored.items():
-                if checkpoint["partition"] == partition and checkpoint["offset"] > (committed or 0):
-                    # died between checkpoint and commit: this state is ahead
-                    self.skip_until[(partition, model_id.encode())] = checkpoint["offset"]
+        for model_id, checkpoint in restored.items():
+            partition_commit = committed.get(TopicPartition(topic, checkpoint["partition"])) or 0
+            if checkpoint["offset"] > partition_commit:
+                # died between checkpoint and commit: this state is ahead
+                self.skip_until[(checkpoint["partition"], model_id.encode())] = checkpoint["offset"]
         log.info("partitions %s assigned: restored %d models from %s", sorted(gained), len(restored),
                  self.settings.kafka.checkpoint_topic)
-        return {(topic, p) for p in gained}
+        return {(topic, p) for p in gained} | {(labels_topic, p) for p in gained_labels}
 
     def _handle(self, polled: dict) -> None:
         labels_topic = self.settings.kafka.labels_topic
