@@ -21,7 +21,6 @@ alpha = 0.01 and 0.001. Keep ``W / n_bins >= 50``.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -72,15 +71,8 @@ class JensenShannonDrift(NumericWindowDetector):
     name = "js"
     stat_label = "JS"
 
-    def _fit_sorted(self, ref: np.ndarray) -> None:
-        self._set_threshold()
-
-    def _load_reference(self, state: dict[str, Any]) -> None:
-        super()._load_reference(state)
-        self._set_threshold()
-
-    def _set_threshold(self) -> None:
-        self._dof = max(1, int((self._ref_counts > 0).sum()) - 1)
+    def _calibrate(self) -> None:
+        self._dof = self._occupied_bins_dof()
         n, w = float(self._ref_n), float(self.window_size)
         # Converts JS in bits to the statistic that is ~ chi2(dof).
         self._scale = 8.0 * n * w / (n + w) * LN2

@@ -69,9 +69,8 @@ class KSDrift(NumericWindowDetector):
 
     def _fit_sorted(self, ref: np.ndarray) -> None:
         self._ref = ref
-        self._set_threshold()
 
-    def _set_threshold(self) -> None:
+    def _calibrate(self) -> None:
         n, w = sorted([float(self._ref_n), float(self.window_size)], reverse=True)
         # scipy's asymptotic mode: kstwo with the rounded effective size.
         self._en = float(np.round(n * w / (n + w)))
@@ -88,7 +87,6 @@ class KSDrift(NumericWindowDetector):
     def _load_reference(self, state: dict[str, Any]) -> None:
         super()._load_reference(state)
         self._ref = np.asarray(state["sorted"], dtype=np.float64)
-        self._set_threshold()
 
     def _test(self, windows: np.ndarray):
         W = windows.shape[1]

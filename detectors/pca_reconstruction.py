@@ -133,7 +133,6 @@ class PCAReconstructionDrift(WindowedTwoSampleDetector):
         self._err_std = float(err.std(ddof=1))
         self._err_skew = float(stats.skew(err)) if self._err_std > 0 else 0.0
         self._n_cal = len(err)
-        self._set_threshold()
 
     def _reference_state(self) -> dict[str, Any]:
         return {
@@ -160,9 +159,8 @@ class PCAReconstructionDrift(WindowedTwoSampleDetector):
         self._err_std = float(state["err_std"])
         self._err_skew = float(state["err_skew"])
         self._n_cal = int(state["n_cal"])
-        self._set_threshold()
 
-    def _set_threshold(self) -> None:
+    def _calibrate(self) -> None:
         self._se = self._err_std * np.sqrt(1.0 / self.window_size + 1.0 / self._n_cal)
         z = float(stats.norm.isf(self.alpha / 2))
         g = self._err_skew / np.sqrt(self.window_size)  # skewness of a window mean

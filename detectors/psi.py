@@ -75,18 +75,8 @@ class PSIDrift(NumericWindowDetector):
     def _params(self) -> dict[str, Any]:
         return {**super()._params(), "eps": self.eps}
 
-    def _fit_sorted(self, ref: np.ndarray) -> None:
-        self._set_threshold()
-
-    def _load_reference(self, state: dict[str, Any]) -> None:
-        super()._load_reference(state)
-        self._set_threshold()
-
-    def _set_threshold(self) -> None:
-        # Bins without reference mass get no window mass either under no
-        # drift, so they add no degrees of freedom. A constant reference
-        # leaves 0 dof; 1 keeps a single stray value from alarming.
-        self._dof = max(1, int((self._ref_counts > 0).sum()) - 1)
+    def _calibrate(self) -> None:
+        self._dof = self._occupied_bins_dof()
         self._scale = 1.0 / self._ref_n + 1.0 / self.window_size
         self.threshold = float(self._scale * stats.chi2.isf(self.alpha, self._dof))
 

@@ -69,7 +69,6 @@ class WassersteinDrift(NumericWindowDetector):
 
     def _fit_sorted(self, ref: np.ndarray) -> None:
         self._ref = ref
-        self._prepare()
 
     def _reference_state(self) -> dict[str, Any]:
         return {**super()._reference_state(), "sorted": self._ref.tolist()}
@@ -77,9 +76,8 @@ class WassersteinDrift(NumericWindowDetector):
     def _load_reference(self, state: dict[str, Any]) -> None:
         super()._load_reference(state)
         self._ref = np.asarray(state["sorted"], dtype=np.float64)
-        self._prepare()
 
-    def _prepare(self) -> None:
+    def _calibrate(self) -> None:
         ref, n, w = self._ref, len(self._ref), self.window_size
         # A constant reference has sd 0; measure in its units of 1 instead
         # of dividing by zero (any change is then a W1 of its raw size).

@@ -52,7 +52,8 @@ class WindowedTwoSampleDetector(Detector):
     """Base class: reference summary + window bookkeeping.
 
     Subclasses implement ``_fit`` / ``_reference_state`` / ``_load_reference``
-    (the reference summary), ``_clean`` (drop or repair missing values),
+    (the reference summary), ``_calibrate`` (thresholds from that summary),
+    ``_clean`` (drop or repair missing values),
     ``_test`` (statistics for a stack of windows) and ``_explain`` (one window).
     """
 
@@ -72,6 +73,7 @@ class WindowedTwoSampleDetector(Detector):
     ) -> None:
         self._setup(window_size=window_size, alpha=alpha, sliding=sliding, seed=seed, **options)
         self._fit(reference)
+        self._calibrate()
         self._reset_window()
 
     # ------------------------------------------------------------------ setup
@@ -114,6 +116,11 @@ class WindowedTwoSampleDetector(Detector):
     @abc.abstractmethod
     def _reference_state(self) -> dict[str, Any]:
         """The reference summary as plain data."""
+
+    def _calibrate(self) -> None:
+        """Hook: derive thresholds from the reference summary. Runs after
+        ``_fit`` and after ``_load_reference``, so a restored detector
+        calibrates exactly as a fresh one."""
 
     @abc.abstractmethod
     def _load_reference(self, state: dict[str, Any]) -> None:
@@ -273,6 +280,7 @@ class WindowedTwoSampleDetector(Detector):
         obj = cls.__new__(cls)
         obj._setup(**state["params"])
         obj._load_reference(state["reference"])
+        obj._calibrate()
         obj._buf = obj._values_from_state(state["buffer"])
         obj._buf_pos = np.asarray(state["buffer_positions"], dtype=np.int64)
         obj._n_seen = int(state["n_seen"])
@@ -407,6 +415,14 @@ class NumericWindowDetector(WindowedTwoSampleDetector):
 
     def _fit_sorted(self, ref: np.ndarray) -> None:
         """Subclass hook: the finite reference values, sorted."""
+
+    def _occupied_bins_dof(self) -> int:
+        """Degrees of freedom of a binned comparison with the reference.
+
+        Bins without reference mass get no window mass either under no drift,
+        so they add no degrees of freedom. A constant reference leaves 0 dof;
+        1 keeps a single stray value from alarming."""
+        return max(1, int((self._ref_counts > 0).sum()) - 1)
 
     def _reference_state(self) -> dict[str, Any]:
         return {
