@@ -218,12 +218,12 @@ class ModelMonitor:
         self.records_seen += batch.n
         if batch.n:
             self.last_event_time = float(np.max(batch.timestamps))
-        findings = self._tamper_findings(batch)
         probes = batch.canary != None  # noqa: E711 - elementwise on an object array
-        if probes.any():
-            batch = batch.subset(~probes)  # golden replays are not traffic
-            if batch.n == 0:
-                return findings
+        live = batch.subset(~probes) if probes.any() else batch  # golden replays are not traffic
+        findings = self._tamper_findings(batch, live, batch.canary[probes])
+        batch = live
+        if batch.n == 0:
+            return findings
         self._remember_classes(batch.predicted_class)
         if self.performance is not None:
             results = self.performance.remember(batch.request_ids, batch.predicted_class)
@@ -241,16 +241,16 @@ class ModelMonitor:
                 return findings
         return findings + self._run_detectors(batch)
 
-    def _tamper_findings(self, batch: ModelBatch) -> list[Finding]:
+    def _tamper_findings(self, batch: ModelBatch, live: ModelBatch, replayed: np.ndarray) -> list[Finding]:
         event_time = self.last_event_time or 0.0
         findings = []
-        for kind, subject, detector, result in self.tamper.update(batch):
+        for kind, subject, detector, result in self.tamper.update(batch, live):
             examples = [str(r) for r in result.extra.get("request_ids", [])[:10]]
             findings.append(Finding(self.model_id, kind, subject, detector, result, examples, event_time))
         if self.tamper.canary is not None:
             # probes replayed in this batch and not failing are clean decisions
             failing = {f.feature for f in findings if f.alert == "canary_mismatch"}
-            for probe in set(batch.canary[batch.canary != None]) - failing:  # noqa: E711
+            for probe in set(replayed) - failing:
                 findings.append(Finding(self.model_id, "canary_mismatch", probe, "canary", CLEAN, [], event_time))
         return findings
 

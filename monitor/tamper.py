@@ -65,14 +65,15 @@ class TamperWatch:
         alpha = per_test_alpha(policy.expected_run_length, o.window, max(len(o.detectors), 1))
         self.shape = {name: SHAPE_DETECTORS[name](o.n_reference, o.window, alpha) for name in o.detectors}
 
-    def update(self, batch: ModelBatch) -> list[tuple[str, str, str, DriftResult]]:
-        """``(alert kind, subject, detector, result)`` for everything decided."""
+    def update(self, batch: ModelBatch, live: ModelBatch) -> list[tuple[str, str, str, DriftResult]]:
+        """``(alert kind, subject, detector, result)`` for everything decided.
+
+        ``batch`` is everything the model answered, canary replays included;
+        ``live`` is its real traffic (the caller splits them once)."""
         out: list[tuple[str, str, str, DriftResult]] = []
-        probes = batch.canary != None  # noqa: E711 - elementwise on an object array
-        if self.canary is not None and probes.any():
+        if self.canary is not None and live.n < batch.n:
             for result in self.canary.update(batch.canary, batch.predicted_class, batch.score, batch.request_ids):
                 out.append(("canary_mismatch", result.extra.get("probe", ""), "canary", result))
-        live = batch if not probes.any() else batch.subset(~probes)
         if live.n == 0:
             return out
         if self.trigger is not None:
