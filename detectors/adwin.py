@@ -8,26 +8,41 @@ overflows its two oldest summaries merge into one of the next level.  Every
 signals a change when ``|mean(W0) - mean(W1)|`` exceeds a Hoeffding/Bernstein
 bound.  After a detection River's wrapper throws the whole window away.
 
-River 0.26 runs this in Rust.  Here a whole batch is one call into a compiled
-loop (numba, ``cache=True``) that does River's bucket updates and running
-total/variance with the same floating-point operations in the same order
-(logarithms through libm like Rust's ``ln``), so the decisions are identical.
+River 0.26 runs this in Rust, value by value.  Here a batch is one call into
+a compiled loop (numba, ``cache=True``) that produces River's floats -- the
+running total and variance, every bucket total, every cut mean -- with the
+same operations in the same order (logarithms through libm like Rust's
+``ln``), so the decisions are identical.  It is faster because it does the
+work in a different *arrangement*, in passes over a chunk of the batch:
 
-What makes it faster than the Rust loop is the check: River evaluates
-``|u0/n0 - u1/n1| > sqrt(2 m v d') + 2/3 d' m`` at every cut (four divisions
-and a square root each, ~5 log2(width) cuts every ``clock`` values).  Here a
-check first runs a *screen* with products only,
+1. **Totals and variance.**  River's running total is a chain of additions
+   and its variance increment needs two divisions per value.  The chain runs
+   once over the chunk; the divisions, which do not depend on each other, run
+   as one vectorised pass; the variance chain is a third pass.
+2. **Buckets.**  Which summaries merge depends only on how many a level has
+   received, never on the values: the ``k``-th merge of a level always adds
+   its summaries ``2k`` and ``2k + 1``.  So a chunk's merges are computed level
+   by level as vectorised pairwise sums into per-level logs, and the buckets
+   at any moment are a slice of each log, found by counting.
+3. **Checks.**  A cut's ``n0`` and River's ``u0`` (a sum from the oldest
+   bucket) depend only on the buckets older than it, and old levels rarely
+   change, so the cut list is kept and only rebuilt from the highest level
+   that changed since the previous check.  Each check then runs a *screen*
+   over all cuts with products only,
 
-    (|u0 n1 - u1 n0| + E) a b - c1 (a + b) n0 n1 <= 0   or
-    (...)**2 <= c2 (a + b) a b (n0 n1)**2,      a, b = n0, n1 - mwl + 1,
+       (|u0 n1 - u1 n0| + E) a b - c1 (a + b) n0 n1 <= 0   or
+       (...)**2 <= c2 (a + b) a b (n0 n1)**2,      a, b = n0, n1 - mwl + 1,
 
-which implies River's inequality does not hold at that cut, with ``E`` a
-bound on the rounding of River's divisions and a 1e-9 relative margin on
-the constants (rounding is ~1e-15): a screen that passes proves no cut
-fires.  Only when it cannot (near or after a change, or for the last check
-of a batch, whose ratio is reported) are River's exact tests evaluated, in
-River's order.  ``_update(x, exact=True)`` skips the screen; the tests check
-both paths agree, and both against River.
+   which implies River's inequality does not hold at that cut.  ``E`` bounds
+   the rounding of River's divisions and the difference between River's
+   ``u1`` (``total`` minus the buckets one by one) and ``total - u0``, and the
+   constants carry a 1e-9 relative margin (rounding is ~1e-15): a screen that
+   passes proves no cut fires.  Only when it cannot (near or after a change,
+   or for the last check of a batch, whose ratio is reported) are River's
+   exact tests evaluated, in River's order.
+
+``_update(x, exact=True)`` skips the screen; the tests check both paths agree,
+and both against River.
 """
 
 from __future__ import annotations
@@ -44,6 +59,11 @@ _MAX_LEVELS = 64
 # Relative slack of the screening test (far above its rounding error, ~1e-15).
 _SLACK = 1e-9
 _ULP = 2.0**-52
+# Values per pass.  A detection resets the window, so the passes already done
+# for the rest of the chunk are thrown away: the chunk bounds that waste.
+_CHUNK = 4096
+# Checks between two rebuilds of the cut list (see the kernel).
+_REBUILD_EVERY = 4
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -55,6 +75,92 @@ def _cut_ratio(u0, u1, n0, n1, dp, v, mwl):  # pragma: no cover - compiled
     return abs(delta_mean), eps
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _merges(received, M):  # pragma: no cover - compiled
+    """Merges a level has made after receiving ``received`` summaries: River
+    merges its two oldest whenever it holds ``M + 1``."""
+    return 0 if received <= M else 1 + (received - M - 1) // 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_sums(a, b):  # pragma: no cover - compiled
+    """``b[k] = a[2k] + a[2k + 1]``: a level's merges, oldest first.  (Its
+    own function so the two slices are known not to overlap.)"""
+    for k in range(b.shape[0]):
+        b[k] = a[2 * k] + a[2 * k + 1]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _coarse_screen(n0s, u0s, u_off, w, T, shift, k2, mwl):  # pragma: no cover - compiled
+    """Cuts (n0, u0 = u0s + u_off) where ``|u0 w - T n0| + shift > sqrt(k2
+    n0 (w - n0))``, among the valid ones (n0, n1 >= mwl)."""
+    bad = 0
+    for c in range(n0s.shape[0]):
+        a0 = n0s[c]
+        s = abs((u0s[c] + u_off) * w - a0 * T) + shift
+        bad += (s > 0.0) & (s * s > k2 * (a0 * (w - a0))) & (a0 >= mwl) & (w - a0 >= mwl)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _fine_screen(n0s, u0s, u_off, w, T, g, c1, c2, mwl):  # pragma: no cover - compiled
+    """Cuts where ``(|u0 w - T n0| + g) a b - c1 (a + b) n0 n1`` is positive
+    and its square exceeds ``c2 (a + b) a b (n0 n1)**2`` (a, b = n0, n1 - mwl + 1)."""
+    bad = 0
+    for c in range(n0s.shape[0]):
+        a0 = n0s[c]
+        a1 = w - a0
+        num = abs((u0s[c] + u_off) * w - a0 * T) + g
+        ra = a0 - mwl + 1.0
+        rb = a1 - mwl + 1.0
+        q = a0 * a1
+        lhs = num * (ra * rb) - c1 * (ra + rb) * q
+        bad += (lhs > 0.0) & (lhs * lhs > c2 * (ra + rb) * (ra * rb) * (q * q)) & (a0 >= mwl) & (a1 >= mwl)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cut_list(j, fresh, nlev, nlev_end, M, w0, u_off, had, got, off, ends, run_total, lvl_n0, lvl_cut, cn0, cu0):  # pragma: no cover
+    """The buckets after ``j + 1`` values of the chunk (``got``: summaries
+    each level has received) and the cut list (``cn0``, ``cu0``, oldest
+    first), rebuilt from the highest level that changed since the previous
+    call.  A cut's u0 is ``ends`` if it ends before the chunk, else
+    ``run_total + u_off``.  Returns (levels, cuts)."""
+    top_changed = 0
+    received = had[0] + j + 1
+    for lev in range(nlev_end):
+        if lev > 0:
+            received = had[lev] + _merges(got[lev - 1], M)
+        top_changed = lev if (fresh or received != got[lev]) and received > 0 else top_changed
+        got[lev] = received
+    if fresh or top_changed >= nlev:  # a new level on top: every cut moves
+        nlev = max(nlev, top_changed + 1)
+        top_changed = nlev - 1
+        n0 = 0
+        nc = 0
+    else:
+        n0 = lvl_n0[top_changed]
+        nc = lvl_cut[top_changed]
+    # The newest bucket ends the window and is not a cut.  A level holds at
+    # most M buckets: M steps each, branch-free (short loops with varying
+    # trip counts cost more in mispredicted exits), the empty ones not counted.
+    for lev in range(top_changed, -1, -1):
+        lvl_n0[lev] = n0
+        lvl_cut[lev] = nc
+        size = 1 << lev
+        k = _merges(got[lev], M)
+        base = off[lev] + 2 * k
+        held = got[lev] - 2 * k - (1 if lev == 0 else 0)
+        for q in range(M):
+            keep = q < held
+            n0 += size if keep else 0
+            later = n0 - w0 - 1
+            cn0[nc] = float(n0)
+            cu0[nc] = run_total[max(later, 0)] + u_off if later >= 0 else ends[base + q]
+            nc += keep
+    return nlev, nc
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det_out, info_out):  # pragma: no cover
     """River's ADWIN (Rust ``AdaptiveWindowing`` + the Python wrapper's reset
@@ -62,201 +168,263 @@ def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det
 
     ``fst`` = [width, total, variance, last_ratio, screen d' (cached), the
     width it was computed at]; ``ist`` = [n_seen, n_levels, window start,
-    screened checks, exact checks]; ``tot``/``cnt`` = per level the
-    bucket totals (oldest first) and counts.  Every
-    check first runs a screening test (multiplications only, with a safety
-    margin far above rounding error) that proves no cut can fire; only if it
-    cannot prove that are River's exact cut tests evaluated, in River's
-    order.  ``exact`` skips the screen (for tests).  Returns the number of
-    detections; per detection ``det_out`` = stream position and
+    screened checks, exact checks]; ``tot``/``cnt`` = per level the bucket
+    totals (oldest first) and counts.  ``exact`` skips the screens (for
+    tests).  Returns the number of detections (-1: a value is not finite,
+    nothing changed); per detection ``det_out`` = stream position and
     ``info_out`` = [ratio, change position, upward, width]."""
-    w = fst[0]
-    total = fst[1]
-    var = fst[2]
+    m = x.shape[0]
+    for k in range(m):  # before any state changes
+        if not math.isfinite(x[k]):
+            return -1
+    chunk = min(m, _CHUNK)
+    cap = M + 1
+    ncut_max = _MAX_LEVELS * cap
+    n_log = 2 * chunk + ncut_max + 2
+    work = np.empty(4 * chunk + 2 * n_log + 2 * ncut_max)
+    run_total = work[:chunk]  # River's total after each value of the chunk
+    run_var = work[chunk : 2 * chunk]  # ... and its variance
+    inc = work[2 * chunk : 3 * chunk]
+    positions = work[3 * chunk : 4 * chunk]  # ... and the width
+    logs = work[4 * chunk : 4 * chunk + n_log]  # per level: its buckets, then what it receives
+    ends = work[4 * chunk + n_log : 4 * chunk + 2 * n_log]  # River's u0 where a bucket ends, for those ending before the chunk
+    cn0 = work[4 * chunk + 2 * n_log : 4 * chunk + 2 * n_log + ncut_max]  # the cut list, oldest first: n0
+    cu0 = work[4 * chunk + 2 * n_log + ncut_max :]  # ... and u0 (to within e_u0)
+    iwork = np.zeros(7 * _MAX_LEVELS, np.int64)
+    off = iwork[:_MAX_LEVELS]  # where each level's log starts
+    had = iwork[_MAX_LEVELS : 2 * _MAX_LEVELS]  # buckets a level held when the chunk started
+    got_end = iwork[2 * _MAX_LEVELS : 3 * _MAX_LEVELS]  # summaries received by the end of the chunk
+    got = iwork[3 * _MAX_LEVELS : 4 * _MAX_LEVELS]  # ... by the current cut list
+    old_end = iwork[4 * _MAX_LEVELS : 5 * _MAX_LEVELS]  # log entries that end before the chunk
+    lvl_n0 = iwork[5 * _MAX_LEVELS : 6 * _MAX_LEVELS]  # n0 and cut index where each level starts
+    lvl_cut = iwork[6 * _MAX_LEVELS : 7 * _MAX_LEVELS]
     dp_screen = fst[4]
     dp_w = fst[5]
-    n_seen = ist[0]
-    nlev = ist[1]
-    start = ist[2]
-    m = x.shape[0]
     nd = 0
-    cap = M + 1
-    # values until the next check: River checks when tick % clock == 0, and
-    # tick == width between resets
-    countdown = clock - int(w) % clock
-    ncut_max = _MAX_LEVELS * cap
-    cn0 = np.empty(ncut_max)
-    cu0 = np.empty(ncut_max)
-    cu1 = np.empty(ncut_max)
-    seg_max = min(clock, 1024)
-    seg_tot = np.empty(seg_max + 1)
-    seg_inc = np.empty(seg_max)
-    qin = np.empty(seg_max + cap)
-    qq = np.empty(seg_max + 2 * cap)
     i = 0
     while i < m:
-        # -- insert_element for the values up to the next check, in three
-        # passes (the divisions of the middle one vectorise); same
-        # operations as River's, in its order, for every value
-        e = min(m, i + min(countdown, seg_max))
-        L = e - i
-        seg_tot[0] = total
+        i0 = i
+        L = min(m, i0 + chunk) - i0
+        w0 = fst[0]
+        total0 = fst[1]
+        ns0 = ist[0]
+        nlev0 = ist[1]
+        # -- 1. River's insert_element arithmetic, value by value: width += 1,
+        # variance += (w - 1) (x - total / (w - 1))**2 / w (0 while w == 1),
+        # total += x.  Three passes: the two chains (each also sums an
+        # independent |.| for the error bounds, free beside the chain), and
+        # the divisions between them, which vectorise.
+        t = total0
+        sum_abs_x = 0.0
         for j in range(L):
-            seg_tot[j + 1] = seg_tot[j] + x[i + j]
+            xj = x[i0 + j]
+            t += xj
+            sum_abs_x += abs(xj)
+            run_total[j] = t
+        w1 = w0 + 1.0
+        dv = x[i0] - total0 / (w1 - 1.0)
+        inc[0] = (w1 - 1.0) * dv * dv / w1 if w1 > 1.0 else 0.0
+        for j in range(1, L):
+            wj = w0 + (j + 1.0)
+            dv = x[i0 + j] - run_total[j - 1] / (wj - 1.0)
+            inc[j] = (wj - 1.0) * dv * dv / wj
+        v = fst[2]
+        sum_abs_total = 0.0
         for j in range(L):
-            wj = w + (j + 1.0)
-            dv = x[i + j] - seg_tot[j] / (wj - 1.0)
-            seg_inc[j] = (wj - 1.0) * dv * dv / wj if wj > 1.0 else 0.0
+            v += inc[j]
+            sum_abs_total += abs(run_total[j])
+            run_var[j] = v
         for j in range(L):
-            var += seg_inc[j]
-        total = seg_tot[L]
-        w += L
-        countdown -= L
-        # -- compress_buckets.  A level's evolution depends only on the
-        # sequence of summaries pushed into it: with its c buckets followed by
-        # the n new ones as Q, River's merges (two oldest, whenever it holds
-        # M + 1) produce Q[0]+Q[1], Q[2]+Q[3], ... for the next level (k of
-        # them) and leave Q[2k:].  Checks come only at segment ends, so a
-        # whole segment is pushed level by level, same sums, same order.
-        nin = L
-        for j in range(L):
-            qin[j] = x[i + j]
+            positions[j] = w0 + (j + 1.0)
+        # -- 2. compress_buckets for the whole chunk, level by level: the
+        # k-th merge of a level adds its summaries 2k and 2k + 1 (oldest
+        # first).  First the counts, and where each level's log starts.
+        pos = 0
         lev = 0
-        while nin > 0:
-            if lev >= nlev:
-                nlev = lev + 1
-                cnt[lev] = 0
-            c = cnt[lev]
-            tl = c + nin
-            if tl <= M:
-                for j in range(nin):
-                    tot[lev, c + j] = qin[j]
-                cnt[lev] = tl
-                break
-            k = 1 + (tl - cap) // 2
-            for j in range(c):
-                qq[j] = tot[lev, j]
-            for j in range(nin):
-                qq[c + j] = qin[j]
-            for j in range(k):
-                qin[j] = qq[2 * j] + qq[2 * j + 1]
-            rem = tl - 2 * k
-            for j in range(rem):
-                tot[lev, j] = qq[2 * k + j]
-            cnt[lev] = rem
-            nin = k
+        incoming = L
+        while True:
+            c = cnt[lev] if lev < nlev0 else 0
+            off[lev] = pos
+            had[lev] = c
+            got_end[lev] = c + incoming
+            pos += c + incoming
+            incoming = _merges(c + incoming, M)
             lev += 1
-        n_seen += L
-        i = e
-        if countdown != 0:
-            continue
-        countdown = clock
-        if not (w > grace):
-            continue
-        # prefix sums over the cut points, oldest bucket first, exactly as River
+            if lev >= nlev0 and incoming == 0:
+                break
+        nlev_end = lev
+        # the buckets held at the chunk start, and River's u0 after each
+        u = 0.0
+        old_abs = 0.0
+        for lev in range(nlev0 - 1, -1, -1):
+            for q in range(had[lev]):
+                tq = tot[lev, q]
+                u += tq
+                old_abs += abs(tq)
+                logs[off[lev] + q] = tq
+                ends[off[lev] + q] = u
+        u_w0 = u
+        u_off = u_w0 - total0  # u0 at a position in the chunk is run_total + u_off
+        # the chunk's values, then the merges level by level; a merged bucket
+        # ends where its newer half does
+        logs[off[0] + had[0] : off[0] + had[0] + L] = x[i0 : i0 + L]
+        old_end[0] = had[0]
+        for lev in range(1, nlev_end):
+            src = off[lev - 1]
+            dst = off[lev] + had[lev]
+            n_in = got_end[lev] - had[lev]
+            _pair_sums(logs[src : src + 2 * n_in], logs[dst : dst + n_in])
+            n_old = min(n_in, old_end[lev - 1] // 2)
+            for k in range(n_old):
+                ends[dst + k] = ends[src + 2 * k + 1]
+            old_end[lev] = had[lev] + n_old
+        # The screens take u0 at a cut from ``ends`` or ``run_total``, and u1
+        # as T - u0.  River's u0 and u1 sum bucket totals one by one, and the
+        # totals of the chunk's buckets come from merges: every such sum
+        # rounds by at most u |result|.  The buckets split the window, so
+        # their |totals| sum to at most ``mags``, and a merge tree has at
+        # most nlev_end levels: e_u0 bounds |u0 - River's u0| and
+        # |T - u0 - River's u1| at every cut of the chunk (factor 4 spare).
+        mags = old_abs + sum_abs_x + abs(total0)
+        e_u0 = 4.0 * _ULP * ((ncut_max + nlev_end + 2.0) * mags + sum_abs_total) * (1.0 + 1e-6)
+        # -- 3. the checks: River checks when width % clock == 0.  The cut
+        # list is rebuilt every _REBUILD_EVERY checks; in between, the screens
+        # also cover every position since (a cut can only appear there, and
+        # one that a merge has removed is just an extra constraint)
+        j = clock - int(w0) % clock - 1
+        fresh = True
+        nlev = nlev0
         nc = 0
-        n0 = 0.0
-        n1 = w
-        u0 = 0.0
-        u1 = total
-        for lev in range(nlev - 1, -1, -1):
-            size = float(1 << lev)
-            cl = cnt[lev]
-            for k in range(cl):
-                n0 += size
-                n1 -= size
-                t = tot[lev, k]
-                u0 += t
-                u1 -= t
-                if lev == 0 and k == cl - 1:
-                    break
-                cn0[nc] = n0
-                cu0[nc] = u0
-                cu1[nc] = u1
-                nc += 1
-        v = var / w
-        last_check = i + clock > m
-        # d' only grows with the width: the screen may use a value computed
-        # at a smaller width (a lower bound), refreshed when the width doubles
-        if dp_w <= 0.0 or w >= 2.0 * dp_w or w < dp_w:
-            dp_screen = math.log(2.0 * math.log(w) / delta)
-            dp_w = w
-        safe = not exact and dp_screen > 0.0 and v >= 0.0
-        if safe:
-            # |dm| <= eps for every valid cut, proved with products only:
-            # dm = (u0 n1 - u1 n0) / (n0 n1) up to E (rounding of River's
-            # divisions), m_recip = (a + b) / (a b), a = n0 - mwl + 1, b = n1 - mwl + 1.
-            # Branch-free so that it vectorises.
-            c2 = 2.0 * v * dp_screen * (1.0 - _SLACK)
-            c1 = 2.0 / 3.0 * dp_screen * (1.0 - _SLACK)
-            bad = 0
-            for c in range(nc):
-                a0 = cn0[c]
-                a1 = w - a0
-                b0 = cu0[c]
-                b1 = cu1[c]
-                num = abs(b0 * a1 - b1 * a0) + 8.0 * _ULP * (abs(b0) * a1 + abs(b1) * a0)
-                ra = a0 - mwl + 1.0
-                rb = a1 - mwl + 1.0
-                q = a0 * a1
-                lhs = num * (ra * rb) - c1 * (ra + rb) * q
-                fail = (lhs > 0.0) & (lhs * lhs > c2 * (ra + rb) * (ra * rb) * (q * q))
-                valid = (a0 >= mwl) & (a1 >= mwl)
-                bad += fail & valid
-            safe = bad == 0
-            ist[3] += 1
-        if safe and not last_check:
-            continue
-        if not safe:
-            ist[4] += 1
-        dp = math.log(2.0 * math.log(w) / delta)
-        hit = False
-        best = -1.0  # largest ratio among the cuts that fire
-        best_c = -1
-        top = 0.0  # largest ratio among all valid cuts
-        for c in range(nc):
-            a0 = cn0[c]
-            a1 = w - a0  # River's n1 (exact: integers below 2**53)
-            if not (a1 >= mwl and a0 >= mwl):
+        since = 0  # index in the chunk of the first position not in the list
+        since_rebuild = _REBUILD_EVERY
+        detected = False
+        w0i = int(w0)
+        while j < L:
+            w = w0 + (j + 1.0)
+            if not (w > grace):
+                j += clock
                 continue
-            adm, eps = _cut_ratio(cu0[c], cu1[c], a0, a1, dp, v, mwl)
-            ratio = adm / eps
-            if ratio > top:
-                top = ratio
-            if adm > eps:
-                hit = True
-                if best_c < 0 or ratio > best:
-                    best = ratio
-                    best_c = c
-        if not hit:
-            if last_check:
-                fst[3] = top
+            rebuilt = since_rebuild >= _REBUILD_EVERY or fresh
+            if rebuilt:
+                nlev, nc = _cut_list(j, fresh, nlev, nlev_end, M, w0i, u_off, had, got, off, ends, run_total,
+                                     lvl_n0, lvl_cut, cn0, cu0)
+                fresh = False
+                since = j
+                since_rebuild = 0
+            since_rebuild += 1
+            T = run_total[j]
+            v = run_var[j] / w
+            last_check = i0 + j + 1 + clock > m
+            # d' only grows with the width: the screen may use a value computed
+            # at a smaller width (a lower bound), refreshed when the width doubles
+            if dp_w <= 0.0 or w >= 2.0 * dp_w or w < dp_w:
+                dp_screen = math.log(2.0 * math.log(w) / delta)
+                dp_w = w
+            safe = not exact and dp_screen > 0.0 and v >= 0.0
+            if safe:
+                # Screens proving |dm| <= eps at every cut with products only.
+                # dm = (u0 n1 - u1 n0) / (n0 n1) = (u0 w - T n0) / (n0 n1) up
+                # to rounding: g bounds e_u0 and every rounding of River's
+                # divisions and of the products here.  Branch-free so that the
+                # loops vectorise.
+                g = w * (2.0 * e_u0 + 8.0 * _ULP * (abs(T) + mags + e_u0))
+                bad = 1
+                if mwl >= 1.0:
+                    # coarse: m_recip = 1/a + 1/b >= w / (n0 n1) as a <= n0, b <= n1,
+                    # so firing needs |u0 w - T n0| + g > sqrt(2 v d' w n0 n1) + 2/3 d' w
+                    k1 = 2.0 / 3.0 * dp_screen * w * (1.0 - _SLACK)
+                    k2 = 2.0 * v * dp_screen * w * (1.0 - 3.0 * _SLACK)
+                    bad = (_coarse_screen(cn0[:nc], cu0[:nc], 0.0, w, T, g - k1, k2, mwl)
+                           + _coarse_screen(positions[since:j], run_total[since:j], u_off, w, T, g - k1, k2, mwl))
+                if bad:
+                    # exact m_recip = (a + b) / (a b)
+                    c2 = 2.0 * v * dp_screen * (1.0 - _SLACK)
+                    c1 = 2.0 / 3.0 * dp_screen * (1.0 - _SLACK)
+                    bad = (_fine_screen(cn0[:nc], cu0[:nc], 0.0, w, T, g, c1, c2, mwl)
+                           + _fine_screen(positions[since:j], run_total[since:j], u_off, w, T, g, c1, c2, mwl))
+                safe = bad == 0
+                ist[3] += 1
+            if safe and not last_check:
+                j += clock
+                continue
+            if not safe:
+                ist[4] += 1
+            if not rebuilt:  # River's buckets now
+                nlev, nc = _cut_list(j, fresh, nlev, nlev_end, M, w0i, u_off, had, got, off, ends, run_total,
+                                     lvl_n0, lvl_cut, cn0, cu0)
+                since = j
+                since_rebuild = 1
+            # River's detect_change: every cut, oldest bucket first
+            dp = math.log(2.0 * math.log(w) / delta)
+            n0 = 0.0
+            u0 = 0.0
+            u1 = T
+            best = -1.0  # largest ratio among the cuts that fire
+            best_n0 = 0.0
+            best_up = False
+            top = 0.0  # largest ratio among all valid cuts
+            for lev in range(nlev - 1, -1, -1):
+                size = float(1 << lev)
+                lo = off[lev] + 2 * _merges(got[lev], M)
+                hi = off[lev] + got[lev]
+                for q in range(lo, hi):
+                    n0 += size
+                    tq = logs[q]
+                    u0 += tq
+                    u1 -= tq
+                    if lev == 0 and q == hi - 1:
+                        break
+                    a1 = w - n0  # River's n1 (exact: integers below 2**53)
+                    if not (a1 >= mwl and n0 >= mwl):
+                        continue
+                    adm, eps = _cut_ratio(u0, u1, n0, a1, dp, v, mwl)
+                    ratio = adm / eps
+                    if ratio > top:
+                        top = ratio
+                    if adm > eps and ratio > best:
+                        best = ratio
+                        best_n0 = n0
+                        best_up = u0 / n0 - u1 / a1 < 0
+            if best < 0.0:
+                if last_check:
+                    fst[3] = top
+                j += clock
+                continue
+            det_out[nd] = ns0 + j
+            info_out[nd, 0] = best
+            info_out[nd, 1] = ist[2] + best_n0
+            info_out[nd, 2] = 1.0 if best_up else 0.0
+            info_out[nd, 3] = w
+            nd += 1
+            # the wrapper throws the whole window away; go on after this value
+            fst[0] = 0.0
+            fst[1] = 0.0
+            fst[2] = 0.0
+            cnt[0] = 0
+            ist[0] = ns0 + j + 1
+            ist[1] = 1
+            ist[2] = ns0 + j + 1
+            dp_w = 0.0
+            i = i0 + j + 1
+            detected = True
+            break
+        if detected:
             continue
-        c = best_c
-        dm = cu0[c] / cn0[c] - cu1[c] / (w - cn0[c])
-        det_out[nd] = n_seen - 1
-        info_out[nd, 0] = best
-        info_out[nd, 1] = start + cn0[c]
-        info_out[nd, 2] = 1.0 if dm < 0 else 0.0
-        info_out[nd, 3] = w
-        nd += 1
-        # the wrapper throws the whole window away
-        w = 0.0
-        total = 0.0
-        var = 0.0
-        nlev = 1
-        cnt[0] = 0
-        start = n_seen
-        countdown = clock
-        dp_w = 0.0
-    fst[0] = w
-    fst[1] = total
-    fst[2] = var
+        # -- the chunk ends without a detection: keep its buckets
+        for lev in range(nlev_end):
+            k = _merges(got_end[lev], M)
+            c = got_end[lev] - 2 * k
+            for q in range(c):
+                tot[lev, q] = logs[off[lev] + 2 * k + q]
+            cnt[lev] = c
+        fst[0] = w0 + L
+        fst[1] = run_total[L - 1]
+        fst[2] = run_var[L - 1]
+        ist[0] = ns0 + L
+        ist[1] = nlev_end
+        i = i0 + L
     fst[4] = dp_screen
     fst[5] = dp_w
-    ist[0] = n_seen
-    ist[1] = nlev
-    ist[2] = start
     return nd
 
 
@@ -327,10 +495,7 @@ class ADWIN(Detector):
         return [self._tot[i, : self._cnt[i]].tolist() for i in range(int(self._ist[1]))]
 
     def update(self, values: np.ndarray) -> DriftResult | None:
-        x = np.ascontiguousarray(values, dtype=np.float64).ravel()
-        if x.size and not np.isfinite(x).all():
-            raise ValueError("ADWIN: values must be finite (drop NaN/inf before update)")
-        return self._update(x, exact=False)
+        return self._update(np.ascontiguousarray(values, dtype=np.float64).ravel(), exact=False)
 
     def _update(self, x: np.ndarray, exact: bool) -> DriftResult | None:
         batch_start = self.n_seen
@@ -341,6 +506,8 @@ class ADWIN(Detector):
         self._ist[3:] = 0
         nd = _adwin_kernel(x, self._fst, self._ist, self._tot, self._cnt, self.delta, self.clock, self.max_buckets,
                            float(self.min_window_length), float(self.grace_period), exact, det, info)
+        if nd < 0:
+            raise ValueError("ADWIN: values must be finite (drop NaN/inf before update)")
         if nd:
             detections = det[:nd].tolist()
             changes = [int(v) for v in info[:nd, 1]]
