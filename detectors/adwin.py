@@ -64,6 +64,8 @@ _ULP = 2.0**-52
 _CHUNK = 4096
 # Checks between two rebuilds of the cut list (see the kernel).
 _REBUILD_EVERY = 4
+# Values per block of the running-total pass (see the kernel).
+_BLOCK = 128
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -80,6 +82,41 @@ def _merges(received, M):  # pragma: no cover - compiled
     """Merges a level has made after receiving ``received`` summaries: River
     merges its two oldest whenever it holds ``M + 1``."""
     return 0 if received <= M else 1 + (received - M - 1) // 2
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _variance_increments(x, total_before, inc, w0):  # pragma: no cover - compiled
+    """River's ``(w - 1) (x - total / (w - 1))**2 / w`` for values 2, 3, ...
+    of a chunk starting at width ``w0``.  No chain: the divisions vectorise."""
+    for j in range(inc.shape[0]):
+        wj = w0 + (j + 2.0)
+        dv = x[j] - total_before[j] / (wj - 1.0)
+        inc[j] = (wj - 1.0) * dv * dv / wj
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _chains(x, total_out, inc, var_out, t, v, sum_abs_x, sum_abs_total):  # pragma: no cover - compiled
+    """River's running total over ``x`` and, side by side, its running
+    variance over ``inc`` (an earlier block; either may be shorter)."""
+    n = min(x.shape[0], inc.shape[0])
+    for q in range(n):
+        xq = x[q]
+        t += xq
+        total_out[q] = t
+        v += inc[q]
+        var_out[q] = v
+        sum_abs_x += abs(xq)
+        sum_abs_total += abs(t)
+    for q in range(n, x.shape[0]):
+        xq = x[q]
+        t += xq
+        total_out[q] = t
+        sum_abs_x += abs(xq)
+        sum_abs_total += abs(t)
+    for q in range(n, inc.shape[0]):
+        v += inc[q]
+        var_out[q] = v
+    return t, v, sum_abs_x, sum_abs_total
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -119,7 +156,7 @@ def _fine_screen(n0s, u0s, u_off, w, T, g, c1, c2, mwl):  # pragma: no cover - c
     return bad
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _cut_list(j, fresh, nlev, nlev_end, M, w0, u_off, had, got, off, ends, run_total, lvl_n0, lvl_cut, cn0, cu0):  # pragma: no cover
     """The buckets after ``j + 1`` values of the chunk (``got``: summaries
     each level has received) and the cut list (``cn0``, ``cu0``, oldest
@@ -211,29 +248,29 @@ def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det
         nlev0 = ist[1]
         # -- 1. River's insert_element arithmetic, value by value: width += 1,
         # variance += (w - 1) (x - total / (w - 1))**2 / w (0 while w == 1),
-        # total += x.  Three passes: the two chains (each also sums an
-        # independent |.| for the error bounds, free beside the chain), and
-        # the divisions between them, which vectorise.
+        # total += x.  Two chains of additions (each waits for the previous
+        # one) with two divisions per value between them.  In blocks: the
+        # divisions of a block run as one vectorised pass, and the variance
+        # chain of a block runs in the same loop as the total chain of the
+        # next, so the two chains overlap.
         t = total0
-        sum_abs_x = 0.0
-        for j in range(L):
-            xj = x[i0 + j]
-            t += xj
-            sum_abs_x += abs(xj)
-            run_total[j] = t
+        v = fst[2]
+        sum_abs_x = 0.0  # error-bound magnitudes, free beside the chains
+        sum_abs_total = 0.0
         w1 = w0 + 1.0
         dv = x[i0] - total0 / (w1 - 1.0)
-        inc[0] = (w1 - 1.0) * dv * dv / w1 if w1 > 1.0 else 0.0
-        for j in range(1, L):
-            wj = w0 + (j + 1.0)
-            dv = x[i0 + j] - run_total[j - 1] / (wj - 1.0)
-            inc[j] = (wj - 1.0) * dv * dv / wj
-        v = fst[2]
-        sum_abs_total = 0.0
-        for j in range(L):
-            v += inc[j]
-            sum_abs_total += abs(run_total[j])
-            run_var[j] = v
+        first_inc = (w1 - 1.0) * dv * dv / w1 if w1 > 1.0 else 0.0
+        for lo in range(0, L + _BLOCK, _BLOCK):
+            hi = min(L, lo + _BLOCK)
+            prev = max(lo - _BLOCK, 0)
+            t, v, sum_abs_x, sum_abs_total = _chains(
+                x[i0 + lo : i0 + hi], run_total[lo:hi], inc[prev : min(lo, L)], run_var[prev : min(lo, L)],
+                t, v, sum_abs_x, sum_abs_total)
+            if lo == 0 and hi > 0:
+                inc[0] = first_inc
+                _variance_increments(x[i0 + 1 : i0 + hi], run_total[: hi - 1], inc[1:hi], w0)
+            elif lo < hi:
+                _variance_increments(x[i0 + lo : i0 + hi], run_total[lo - 1 : hi - 1], inc[lo:hi], w0 + (lo - 1.0))
         for j in range(L):
             positions[j] = w0 + (j + 1.0)
         # -- 2. compress_buckets for the whole chunk, level by level: the
