@@ -120,6 +120,15 @@ def _chains(x, total_out, inc, var_out, t, v, sum_abs_x, sum_abs_total):  # prag
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _count_nonfinite(x):  # pragma: no cover - compiled
+    """NaN and infinities in ``x`` (a comparison per value: vectorises)."""
+    n = 0
+    for k in range(x.shape[0]):
+        n += np.int64(abs(x[k]) == math.inf) | np.int64(x[k] != x[k])
+    return n
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _pair_sums(a, b):  # pragma: no cover - compiled
     """``b[k] = a[2k] + a[2k + 1]``: a level's merges, oldest first.  (Its
     own function so the two slices are known not to overlap.)"""
@@ -211,9 +220,8 @@ def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det
     nothing changed); per detection ``det_out`` = stream position and
     ``info_out`` = [ratio, change position, upward, width]."""
     m = x.shape[0]
-    for k in range(m):  # before any state changes
-        if not math.isfinite(x[k]):
-            return -1
+    if _count_nonfinite(x):  # before any state changes
+        return -1
     chunk = min(m, _CHUNK)
     cap = M + 1
     ncut_max = _MAX_LEVELS * cap
