@@ -137,14 +137,15 @@ def _pair_sums(a, b):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _coarse_screen(n0s, u0s, u_off, w, T, shift, k2, mwl):  # pragma: no cover - compiled
+def _coarse_screen(n0s, u0s, u_off, w, T, shift, k2):  # pragma: no cover - compiled
     """Cuts (n0, u0 = u0s + u_off) where ``|u0 w - T n0| + shift > sqrt(k2
-    n0 (w - n0))``, among the valid ones (n0, n1 >= mwl)."""
+    n0 (w - n0))``.  It also tests cuts River skips (n0 or n1 < mwl): an
+    extra constraint only makes the screen stricter, and skips a mask."""
     bad = 0
     for c in range(n0s.shape[0]):
         a0 = n0s[c]
         s = abs((u0s[c] + u_off) * w - a0 * T) + shift
-        bad += (s > 0.0) & (s * s > k2 * (a0 * (w - a0))) & (a0 >= mwl) & (w - a0 >= mwl)
+        bad += (s > 0.0) & (s * s > k2 * (a0 * (w - a0)))
     return bad
 
 
@@ -379,8 +380,8 @@ def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det
                     # so firing needs |u0 w - T n0| + g > sqrt(2 v d' w n0 n1) + 2/3 d' w
                     k1 = 2.0 / 3.0 * dp_screen * w * (1.0 - _SLACK)
                     k2 = 2.0 * v * dp_screen * w * (1.0 - 3.0 * _SLACK)
-                    bad = (_coarse_screen(cn0[:nc], cu0[:nc], 0.0, w, T, g - k1, k2, mwl)
-                           + _coarse_screen(positions[since:j], run_total[since:j], u_off, w, T, g - k1, k2, mwl))
+                    bad = (_coarse_screen(cn0[:nc], cu0[:nc], 0.0, w, T, g - k1, k2)
+                           + _coarse_screen(positions[since:j], run_total[since:j], u_off, w, T, g - k1, k2))
                 if bad:
                     # exact m_recip = (a + b) / (a b)
                     c2 = 2.0 * v * dp_screen * (1.0 - _SLACK)

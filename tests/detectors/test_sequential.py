@@ -313,6 +313,61 @@ def test_adwin_screen_never_changes_decisions(params):
         assert got == _river_detections(drift.ADWIN(**params), x)
 
 
+def _random_batches(det, x, rng, largest):
+    """Feed ``x`` in random batch sizes up to ``largest``; yields after each."""
+    i = 0
+    while i < len(x):
+        n = int(rng.integers(1, largest + 1))
+        r = det.update(x[i : i + n])
+        i = min(len(x), i + n)
+        yield i, (r.extra["detections"] if r is not None and r.detected else [])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"delta": 1e-6}, {"clock": 1, "delta": 0.05}, {"max_buckets": 2, "clock": 7},
+     {"min_window_length": 1, "grace_period": 3}, {"min_window_length": 0, "delta": 0.1}],
+)
+def test_adwin_state_is_rivers_bit_for_bit(params):
+    # After every batch (random sizes, some longer than a kernel chunk) the
+    # running width, total and variance equal River's exactly: the passes
+    # do River's float operations in River's order.
+    rng = np.random.default_rng(33)
+    x = np.concatenate([rng.normal(3.0, 2.0, 7000), rng.normal(3.4, 2.0, 5000)])
+    ref, mine = drift.ADWIN(**params), ADWIN(**params)
+    got, expected, fed = [], [], 0
+    for i, dets in _random_batches(mine, x, rng, 9000):
+        for k in range(fed, i):
+            ref.update(float(x[k]))
+            if ref.drift_detected:
+                expected.append(k)
+        fed = i
+        got += dets
+        assert (ref.width, ref.total, ref.variance) == (mine.width, mine._fst[1], mine._fst[2])
+    assert got == expected and expected
+
+
+def test_adwin_screen_agrees_with_exact_checks_near_the_threshold():
+    # Shifts drawn around the size ADWIN can just detect, random parameters
+    # and batch sizes: the screened kernel and the one that evaluates every
+    # cut exactly must agree on every detection (a screen that passed when a
+    # cut fires would show up as a missing detection here).
+    rng = np.random.default_rng(34)
+    detections = 0
+    for _ in range(60):
+        params = {"delta": float(10 ** rng.uniform(-6, -0.5)), "clock": int(rng.choice([1, 4, 32, 100])),
+                  "max_buckets": int(rng.integers(2, 8)), "min_window_length": int(rng.integers(0, 12))}
+        n = int(rng.integers(500, 6000))
+        scale = float(10 ** rng.uniform(-3, 3))
+        x = rng.normal(0, scale, n) + float(rng.uniform(-1e3, 1e3))
+        x[n // 2 :] += scale * float(rng.uniform(0.0, 0.6))
+        fast = [d for _, ds in _random_batches(ADWIN(**params), x, rng, 5000) for d in ds]
+        slow = ADWIN(**params)._update(np.ascontiguousarray(x), exact=True)
+        assert fast == (slow.extra["detections"] if slow else []), params
+        detections += len(fast)
+    assert detections > 20  # the streams do reach the threshold
+
+
 def test_adwin_screen_skips_exact_checks_on_stationary_data():
     d = ADWIN()
     d.update(np.random.default_rng(32).normal(size=100_000))
