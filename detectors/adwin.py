@@ -10,36 +10,42 @@ bound.  After a detection River's wrapper throws the whole window away.
 
 River 0.26 runs this in Rust, value by value.  Here a batch is one call into
 a compiled loop (numba, ``cache=True``) that produces River's floats -- the
-running total and variance, every bucket total, every cut mean -- with the
-same operations in the same order (logarithms through libm like Rust's
-``ln``), so the decisions are identical.  It is faster because it does the
-work in a different *arrangement*, in passes over a chunk of the batch:
+running width, total and variance, every bucket total, and at a check every
+cut mean -- with the same operations in the same order (logarithms through
+libm like Rust's ``ln``), so the decisions are identical.  It is faster
+because it arranges the work differently, in passes over a chunk of the
+batch:
 
-1. **Totals and variance.**  River's running total is a chain of additions
-   and its variance increment needs two divisions per value.  The chain runs
-   once over the chunk; the divisions, which do not depend on each other, run
-   as one vectorised pass; the variance chain is a third pass.
+1. **Total and variance.**  River's running total and variance are two
+   chains of additions (each waits for the previous one), with two divisions
+   per value between them.  In blocks of 128 values, the divisions run as one
+   vectorised pass, and the variance chain of a block runs in the same loop
+   as the total chain of the next, so the two chains overlap.
 2. **Buckets.**  Which summaries merge depends only on how many a level has
    received, never on the values: the ``k``-th merge of a level always adds
    its summaries ``2k`` and ``2k + 1``.  So a chunk's merges are computed level
-   by level as vectorised pairwise sums into per-level logs, and the buckets
-   at any moment are a slice of each log, found by counting.
-3. **Checks.**  A cut's ``n0`` and River's ``u0`` (a sum from the oldest
-   bucket) depend only on the buckets older than it, and old levels rarely
-   change, so the cut list is kept and only rebuilt from the highest level
-   that changed since the previous check.  Each check then runs a *screen*
-   over all cuts with products only,
+   by level as pairwise sums into per-level logs, and the buckets at any
+   moment are a slice of each log, found by counting.
+3. **Checks.**  Each check first runs *screens* that prove, with products
+   only, that River's inequality holds at no cut; River's exact tests run
+   only when they cannot (near or after a change), and for the last check of
+   a batch, whose ratio is reported.  The screens cover a superset of the
+   cuts: the cut list, rebuilt every few checks from the levels that changed,
+   plus every position since (a cut can only appear at a new position; one a
+   merge has removed is just an extra constraint).  With ``m = 1/a + 1/b``,
+   ``a, b = n0, n1 - mwl + 1``, River fires at a cut when
+   ``|u0/n0 - u1/n1| > sqrt(2 m v d') + 2/3 d' m``; multiplied out,
 
-       (|u0 n1 - u1 n0| + E) a b - c1 (a + b) n0 n1 <= 0   or
-       (...)**2 <= c2 (a + b) a b (n0 n1)**2,      a, b = n0, n1 - mwl + 1,
+       coarse (m >= w / (n0 n1)):  |u0 w - T n0| + g > sqrt(2 v d' w n0 n1) + 2/3 d' w
+       fine:    (|u0 w - T n0| + g) a b - 2/3 d' (a + b) n0 n1 > sqrt(2 v d' (a + b) a b) n0 n1
 
-   which implies River's inequality does not hold at that cut.  ``E`` bounds
-   the rounding of River's divisions and the difference between River's
-   ``u1`` (``total`` minus the buckets one by one) and ``total - u0``, and the
-   constants carry a 1e-9 relative margin (rounding is ~1e-15): a screen that
-   passes proves no cut fires.  Only when it cannot (near or after a change,
-   or for the last check of a batch, whose ratio is reported) are River's
-   exact tests evaluated, in River's order.
+   is necessary for it.  ``u0`` here is River's prefix at the chunk start,
+   or its running total plus a constant for a position in the chunk, not
+   River's own sum of bucket totals; ``g`` bounds that difference (from the
+   magnitudes summed, per chunk: every addition rounds by at most
+   ``u |result|``) and the rounding of River's divisions, and the constants
+   carry a 1e-9 relative margin (rounding is ~1e-15).  A screen that passes
+   proves no cut fires.
 
 ``_update(x, exact=True)`` skips the screen; the tests check both paths agree,
 and both against River.
