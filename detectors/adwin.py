@@ -252,6 +252,8 @@ def _adwin_kernel(x, fst, ist, tot, cnt, delta, clock, M, mwl, grace, exact, det
     lvl_cut = iwork[6 * _MAX_LEVELS : 7 * _MAX_LEVELS]
     dp_screen = fst[4]
     dp_w = fst[5]
+    ist[3] = 0
+    ist[4] = 0
     nd = 0
     i = 0
     while i < m:
@@ -526,6 +528,8 @@ class ADWIN(Detector):
         self._fst = np.array([0.0, 0.0, 0.0, np.nan if last_ratio is None else last_ratio, 0.0, 0.0])
         # n_seen, levels, window start, screened checks, exact checks (last batch)
         self._ist = np.array([n_seen, 1, n_seen, 0, 0], dtype=np.int64)
+        self._det = np.empty(0, dtype=np.int64)  # the kernel's detection buffers, grown as needed
+        self._info = np.empty((0, 4))
 
     @property
     def n_seen(self) -> int:
@@ -551,11 +555,11 @@ class ADWIN(Detector):
 
     def _update(self, x: np.ndarray, exact: bool) -> DriftResult | None:
         batch_start = self.n_seen
-        m = len(x)
-        ndet = m // max(self.clock, 1) + 1
-        det = np.empty(ndet, dtype=np.int64)
-        info = np.empty((ndet, 4))
-        self._ist[3:] = 0
+        ndet = len(x) // max(self.clock, 1) + 1  # at most one detection per check
+        if len(self._det) < ndet:
+            self._det = np.empty(ndet, dtype=np.int64)
+            self._info = np.empty((ndet, 4))
+        det, info = self._det, self._info
         nd = _adwin_kernel(x, self._fst, self._ist, self._tot, self._cnt, self.delta, self.clock, self.max_buckets,
                            float(self.min_window_length), float(self.grace_period), exact, det, info)
         if nd < 0:
@@ -582,16 +586,17 @@ class ADWIN(Detector):
                 ),
                 extra={"detections": detections, "change_points": changes},
             )
-        if self._last_ratio is None:
+        ratio = self._last_ratio
+        if ratio is None:
             return None
+        width = self._w
         return DriftResult(
-            statistic=self._last_ratio,
+            statistic=ratio,
             threshold=1.0,
             detected=False,
             n_seen=self.n_seen,
-            detail=f"ADWIN: no change over a window of {self._w} (largest |mean difference| = "
-            f"{self._last_ratio:.3g} x epsilon)",
-            extra={"detections": [], "width": self._w},
+            detail=f"ADWIN: no change over a window of {width} (largest |mean difference| = {ratio:.3g} x epsilon)",
+            extra={"detections": [], "width": width},
         )
 
     @property
