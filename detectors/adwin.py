@@ -195,8 +195,9 @@ def _cut_list(j, fresh, nlev, nlev_end, M, w0, u_off, had, got, off, ends, run_t
         n0 = lvl_n0[top_changed]
         nc = lvl_cut[top_changed]
     # The newest bucket ends the window and is not a cut.  A level holds at
-    # most M buckets: M steps each, branch-free (short loops with varying
-    # trip counts cost more in mispredicted exits), the empty ones not counted.
+    # most M buckets: M steps each (short loops with varying trip counts cost
+    # more in mispredicted exits); the slots past the level's buckets are
+    # overwritten by the next level.
     for lev in range(top_changed, -1, -1):
         lvl_n0[lev] = n0
         lvl_cut[lev] = nc
@@ -205,12 +206,12 @@ def _cut_list(j, fresh, nlev, nlev_end, M, w0, u_off, had, got, off, ends, run_t
         base = off[lev] + 2 * k
         held = got[lev] - 2 * k - (1 if lev == 0 else 0)
         for q in range(M):
-            keep = q < held
-            n0 += size if keep else 0
-            later = n0 - w0 - 1
-            cn0[nc] = float(n0)
-            cu0[nc] = run_total[max(later, 0)] + u_off if later >= 0 else ends[base + q]
-            nc += keep
+            end = n0 + (q + 1) * size
+            later = end - w0 - 1
+            cn0[nc + q] = float(end)
+            cu0[nc + q] = run_total[max(later, 0)] + u_off if later >= 0 else ends[base + q]
+        n0 += held * size
+        nc += held
     return nlev, nc
 
 
