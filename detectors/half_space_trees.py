@@ -3,8 +3,9 @@
 Same model, same random trees and same scores as
 :class:`river.anomaly.HalfSpaceTrees`, but the trees are numpy arrays (split
 feature and threshold per node of a complete binary tree, node ``i`` has
-children ``2i+1`` / ``2i+2``) and a whole batch walks them level by level
-with array indexing.  Masses are ``(n_trees, n_nodes)`` integer arrays:
+children ``2i+1`` / ``2i+2``) and a whole batch walks them in one compiled
+loop (numba; per row the trees side by side, level by level, so the walks
+overlap).  Masses are ``(n_trees, n_nodes)`` integer arrays:
 learning a window chunk is one ``bincount`` / ``add.at`` of its root-to-leaf
 paths, and scoring is a gather of reference masses along the same paths.
 
@@ -28,11 +29,38 @@ import random
 from typing import Any, Self
 
 import numpy as np
+from numba import njit
 from scipy import stats
 
 from detectors.base import Detector, DriftResult
 
 _PADDING = 0.15  # River's padding: splits avoid the outer 15% of a range
+
+
+@njit(cache=True, nogil=True)
+def _walk(X, feat, thr, height, out, full):  # pragma: no cover - compiled
+    """Every row down every tree: ``right = x[feat] >= thr`` at each node (a
+    NaN goes left; missing values are redone by the caller), child
+    ``2 node + 1 + right``.  ``out`` is ``(height + 1, n, n_trees)`` node
+    indices per level when ``full``, else ``(1, n, n_trees)`` leaf numbers."""
+    n, T = X.shape[0], feat.shape[0]
+    first_leaf = 2**height - 1
+    node = np.zeros(T, dtype=np.intp)
+    for i in range(n):
+        x = X[i]
+        node[:] = 0
+        if full:
+            out[0, i, :] = 0
+        # level by level across the trees: T independent walks side by side
+        for depth in range(height):
+            for t in range(T):
+                k = node[t]
+                node[t] = 2 * k + 1 + (x[feat[t, k]] >= thr[t, k])
+            if full:
+                out[depth + 1, i, :] = node
+        if not full:
+            for t in range(T):
+                out[0, i, t] = node[t] - first_leaf
 
 
 def _build_trees(n_trees: int, height: int, limits: list[tuple[float, float]], seed: int | None):
@@ -213,28 +241,9 @@ class HalfSpaceTrees:
         """Node index at every level, ``(height+1, n, n_trees)`` (level-major so
         every level is one contiguous block); in table mode only the leaf
         number, ``(1, n, n_trees)``."""
-        n, T, d = len(X), self.n_trees, X.shape[1]
-        n_int = self._feat.shape[1]
         full = not self._table
-        out = np.empty((self.height + 1 if full else 1, n, T), dtype=np.intp)
-        node = np.zeros((n, T), dtype=np.intp)
-        if full:
-            out[0] = 0
-        # flat gathers (np.take) are several times cheaper than 2-d fancy indexing
-        tree_off = (np.arange(T, dtype=np.intp) * n_int)[None, :]
-        row_off = (np.arange(n, dtype=np.intp) * d)[:, None]
-        feat, thr, Xf = self._feat.ravel(), self._thr.ravel(), X.ravel()
-        k = np.empty((n, T), dtype=np.intp)
-        for depth in range(self.height):
-            np.add(node, tree_off, out=k)
-            right = np.take(Xf, np.take(feat, k) + row_off) >= np.take(thr, k)
-            node *= 2
-            node += 1
-            node += right
-            if full:
-                out[depth + 1] = node
-        if not full:
-            out[0] = node - (2**self.height - 1)  # leaf number 0 .. 2**h - 1
+        out = np.empty((self.height + 1 if full else 1, len(X), self.n_trees), dtype=np.intp)
+        _walk(np.ascontiguousarray(X), self._feat, self._thr, self.height, out, full)
         return out
 
     def _path_missing(self, x: np.ndarray) -> np.ndarray:
