@@ -59,7 +59,7 @@ from typing import Any, Self
 import numpy as np
 from numba import njit
 
-from detectors.base import Detector, DriftResult
+from detectors.base import Detector, DriftResult, shift_examples
 
 _MAX_LEVELS = 64
 # Relative slack of the screening test (far above its rounding error, ~1e-15).
@@ -570,16 +570,13 @@ class ADWIN(Detector):
             changes = [int(v) for v in info[:nd, 1]]
             ratio, change, up, width = float(info[nd - 1, 0]), changes[-1], bool(info[nd - 1, 2]), int(info[nd - 1, 3])
             pos = detections[-1]
-            lo = max(change, batch_start) - batch_start
-            seg = x[lo : pos - batch_start + 1]
-            order = np.argsort(-seg if up else seg, kind="stable")[:5] + lo
             return DriftResult(
                 statistic=ratio,
                 threshold=1.0,
                 detected=True,
                 n_seen=self.n_seen,
                 change_index=change,
-                examples=tuple(sorted(int(t) for t in order)),
+                examples=shift_examples(x, batch_start, change, pos, up),
                 detail=(
                     f"ADWIN: mean {'increase' if up else 'decrease'} detected at record {pos} "
                     f"(|mean difference| = {ratio:.3g} x epsilon over a window of "

@@ -46,6 +46,17 @@ class DriftResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def shift_examples(x: np.ndarray, batch_start: int, change: int, detected_at: int, up: bool, k: int = 5) -> tuple[int, ...]:
+    """Positions in the batch ``x`` (its first value is stream position
+    ``batch_start``) of the ``k`` values that best show a mean shift: from
+    the change point (or the batch start) to the detection, the largest for
+    an increase, the smallest for a decrease; in stream order."""
+    lo = max(change, batch_start) - batch_start
+    seg = x[lo : detected_at - batch_start + 1]
+    order = np.argsort(-seg if up else seg, kind="stable")[:k] + lo
+    return tuple(sorted(int(t) for t in order))
+
+
 class Detector(abc.ABC):
     """Base class: one detector watches one stream (a feature column, the
     predicted class, the score, or a feature matrix for multivariate ones)."""

@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from detectors.base import Detector, DriftResult
+from detectors.base import Detector, DriftResult, shift_examples
 
 _CHUNK = 8192
 # Warm-up mean error allowed for, in standard errors. At the run lengths the
@@ -429,16 +429,13 @@ class CUSUM(Detector):
                 i += min(_CHUNK, len(x) - i)
         if det_info is not None:
             stat, hh, up, pos, change, kind = det_info
-            lo = max(change, batch_start) - batch_start
-            seg = x[lo : pos - batch_start + 1]
-            order = np.argsort(seg if not up else -seg, kind="stable")[:5] + lo
             return DriftResult(
                 statistic=stat,
                 threshold=hh,
                 detected=True,
                 n_seen=self.n_seen,
                 change_index=change,
-                examples=tuple(sorted(int(t) for t in order)),
+                examples=shift_examples(x, batch_start, change, pos, up),
                 detail=(
                     f"CUSUM: mean {'increase' if up else 'decrease'} detected at record {pos} "
                     f"({kind}: {stat:.3g} > {hh:.3g}), estimated start at record {change}"

@@ -18,7 +18,7 @@ from typing import Any, Self
 import numpy as np
 from numba import njit
 
-from detectors.base import Detector, DriftResult
+from detectors.base import Detector, DriftResult, shift_examples
 
 _MODES = {"both": 0, "up": 1, "down": 2}
 
@@ -198,18 +198,13 @@ class PageHinkley(Detector):
             det_pos, change, up = detections[-1], changes[-1], bool(ups[nd - 1])
             inc, dec = float(sts[nd - 1, 0]), float(sts[nd - 1, 1])
             stat = {"up": inc, "down": dec}.get(self.mode, max(inc, dec))
-            lo = max(change, batch_start) - batch_start
-            hi = det_pos - batch_start
-            sign = 1.0 if up else -1.0
-            seg = x[lo : hi + 1]
-            top = np.argsort(-sign * seg, kind="stable")[:5] + lo
             return DriftResult(
                 statistic=stat,
                 threshold=self.threshold,
                 detected=True,
                 n_seen=self.n_seen,
                 change_index=int(change),
-                examples=tuple(sorted(int(t) for t in top)),
+                examples=shift_examples(x, batch_start, change, det_pos, up),
                 detail=(
                     f"Page-Hinkley: mean {'increase' if up else 'decrease'} "
                     f"detected at record {det_pos} (statistic {stat:.4g} > lambda "
