@@ -89,19 +89,22 @@ class AlertBook:
         """Step every alert the findings decide. For ``(model, kind)`` pairs in
         ``complete`` the findings are the whole truth: an open alert of that
         kind that was not found again gets a clean decision."""
-        # One decision per subject per call: the strongest finding stands for it.
-        decisions: dict[tuple[str, str, str], Finding] = {}
+        # One decision per subject per window: the strongest finding stands for
+        # it.  Most subjects have one window per call; several (delayed-label
+        # accuracy windows) are stepped in their order.
+        decisions: dict[tuple[str, str, str, int], Finding] = {}
         for finding in findings:
-            key = (finding.model, finding.alert, finding.feature)
+            key = (finding.model, finding.alert, finding.feature, finding.window)
             best = decisions.get(key)
             if best is None or _strength(finding) > _strength(best):
                 decisions[key] = finding
+        decided = {key[:3] for key in decisions}
         for key, state in self.states.items():
-            if key[:2] in complete and key not in decisions and state.status != "inactive":
-                decisions[key] = Finding(key[0], key[1], key[2], "", CLEAN, [], state.last_event_time)
+            if key[:2] in complete and key not in decided and state.status != "inactive":
+                decisions[(*key, 0)] = Finding(key[0], key[1], key[2], "", CLEAN, [], state.last_event_time)
         events = []
-        for key, finding in decisions.items():
-            event = self._step(key, finding)
+        for (model, kind, subject, _), finding in sorted(decisions.items(), key=lambda item: item[0][3]):
+            event = self._step((model, kind, subject), finding)
             if event is not None:
                 log.warning("alert %s: %s", event.status, _describe(event))
                 events.append(event)

@@ -61,6 +61,10 @@ class Finding:
     example_request_ids: list[str]
     event_time: float  # event time of the newest record in the batch that decided
     since_record: int | None = None  # model record index where the tested change starts
+    # Orders several decisions about one subject in one batch: the delayed-label
+    # accuracy windows can close several at a time, and each is a window of
+    # its own.  Decisions with the same number are one window (merged).
+    window: int = 0
 
 
 def _as_numeric(column: np.ndarray) -> np.ndarray:
@@ -438,7 +442,9 @@ class ModelMonitor:
         return self._performance_findings(self.performance.join(labels), event_time)
 
     def _performance_findings(self, results: list[DriftResult], event_time: float) -> list[Finding]:
-        return [Finding(self.model_id, PERFORMANCE_DEGRADED, "", "accuracy", r, [], event_time) for r in results]
+        # n_seen is the labelled-record count when the window closed: distinct per window, increasing
+        return [Finding(self.model_id, PERFORMANCE_DEGRADED, "", "accuracy", r, [], event_time, window=r.n_seen)
+                for r in results]
 
     # -- checkpoints --------------------------------------------------------
 

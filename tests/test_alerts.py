@@ -5,12 +5,13 @@ from monitor.alerts import AlertBook
 from monitor.model_monitor import Finding
 
 
-def finding(detected: bool, *, feature="f3", detector="ks", statistic=None, t=0.0, examples=("r-1",)):
+def finding(detected: bool, *, feature="f3", detector="ks", statistic=None, t=0.0, examples=("r-1",), window=0):
     statistic = statistic if statistic is not None else (0.3 if detected else 0.01)
     result = DriftResult(statistic=statistic, threshold=0.1, detected=detected, n_seen=1000, change_index=500,
                          detail="moved")
     return Finding(model="m", alert="input_drift", feature=feature, detector=detector, result=result,
-                   example_request_ids=list(examples), event_time=1_700_000_000.0 + t, since_record=1500)
+                   example_request_ids=list(examples), event_time=1_700_000_000.0 + t, since_record=1500,
+                   window=window)
 
 
 def test_fires_after_consecutive_detections_and_resolves_after_clean_windows():
@@ -35,6 +36,18 @@ def test_a_single_blip_never_pages():
     for _ in range(50):
         assert book.observe([finding(True)]) == []
         assert book.observe([finding(False)]) == []
+
+
+def test_windows_closing_in_one_batch_count_one_by_one():
+    # Delayed labels can close several accuracy windows in one batch: each is
+    # a window of its own (two detected ones fire at fire_after=2), in order,
+    # so a clean window between them still breaks the run.
+    book = AlertBook(fire_after=2, resolve_after=2)
+    [fired] = book.observe([finding(True, window=1000), finding(True, window=2000)])
+    assert fired.status == "firing"
+    book = AlertBook(fire_after=2, resolve_after=2)
+    assert book.observe([finding(True, window=3000), finding(False, window=2000), finding(True, window=1000)]) == []
+    assert book.firing() == {("m", "input_drift", "warning"): 0}
 
 
 def test_detectors_on_one_feature_merge_into_one_alert():
