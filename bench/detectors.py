@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.adwin import ADWIN
-from detectors.cusum import CUSUM
-from detectors.half_space_trees import HalfSpaceTrees
-from detectors.kswin import KSWIN
-from detectors.page_hinkley import PageHinkley
+from detectors.sequential.adwin import ADWIN
+from detectors.sequential.cusum import CUSUM
+from detectors.anomaly.half_space_trees import HalfSpaceTrees
+from detectors.sequential.kswin import KSWIN
+from detectors.sequential.page_hinkley import PageHinkley
 
 CHANGE = 5000  # change point in every accuracy stream
 POST = 5000  # records after the change
@@ -309,8 +309,8 @@ def jit_times() -> list[str]:
     code = (
         "import time, numpy as np\n"
         "t = time.perf_counter()\n"
-        "from detectors.adwin import ADWIN\nfrom detectors.page_hinkley import PageHinkley\n"
-        "from detectors.kswin import KSWIN\n"
+        "from detectors.sequential.adwin import ADWIN\nfrom detectors.sequential.page_hinkley import PageHinkley\n"
+        "from detectors.sequential.kswin import KSWIN\n"
         "t_imp = time.perf_counter() - t\n"
         "x = np.random.default_rng(0).normal(size=500)\n"
         "out = []\n"
@@ -318,7 +318,7 @@ def jit_times() -> list[str]:
         "    t = time.perf_counter(); C().update(x); first = time.perf_counter() - t\n"
         "    t = time.perf_counter(); C().update(x); second = time.perf_counter() - t\n"
         "    out.append(f'{C.__name__} {first:.2f} s (then {second * 1e3:.2f} ms)')\n"
-        "from detectors.half_space_trees import HalfSpaceTrees\n"
+        "from detectors.anomaly.half_space_trees import HalfSpaceTrees\n"
         "X = np.random.default_rng(0).random((500, 4))\n"
         "times = []\n"
         "for _ in range(2):\n"

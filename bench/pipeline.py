@@ -22,10 +22,10 @@ from pathlib import Path
 import orjson
 
 from monitor.config import Settings
-from monitor.pipeline import Pipeline
-from monitor.route import build_model_batch, group_by_model
-from monitor.schema import decode_batch
-from monitor.simulate import generate_records
+from monitor.engine.pipeline import Pipeline
+from monitor.wire.route import build_model_batch, group_by_model
+from monitor.wire.schema import decode_batch
+from monitor.tools.simulate import generate_records
 
 
 def best_rate(fn, batches, n_records, repeat):

@@ -7,7 +7,7 @@ built the same way::
 
 with a 1-d reference (float64 with NaN for numeric, object array of str with
 None for categorical). Multivariate ones take a 2-d ``(rows, features)``
-reference; :class:`detectors.mmd.MMDDriftOnline` is calibrated by expected run
+reference; :class:`detectors.drift.mmd.MMDDriftOnline` is calibrated by expected run
 time instead of ``alpha`` (see its docstring).
 
 >>> sorted(NUMERIC_DETECTORS), sorted(CATEGORICAL_DETECTORS)
@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.base import Detector
-from detectors.chi_square import ChiSquareDrift, GTestDrift
-from detectors.jensen_shannon import JensenShannonDrift
-from detectors.ks import KSDrift
-from detectors.mmd import MMDDriftOnline
-from detectors.pca_reconstruction import PCAReconstructionDrift
-from detectors.psi import PSIDrift
-from detectors.wasserstein import WassersteinDrift
+from detectors.drift.chi_square import ChiSquareDrift, GTestDrift
+from detectors.drift.jensen_shannon import JensenShannonDrift
+from detectors.drift.ks import KSDrift
+from detectors.drift.mmd import MMDDriftOnline
+from detectors.drift.pca_reconstruction import PCAReconstructionDrift
+from detectors.drift.psi import PSIDrift
+from detectors.drift.wasserstein import WassersteinDrift
 
 NUMERIC_DETECTORS: dict[str, type[Detector]] = {
     "ks": KSDrift,

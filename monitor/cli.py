@@ -46,10 +46,10 @@ def _load(args: argparse.Namespace, overrides: dict) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from monitor.daemon import Daemon
-    from monitor.metrics import InfersightCollector, RuntimeStatus
-    from monitor.metrics_server import start_metrics_server
-    from monitor.pipeline import Pipeline
+    from monitor.source.daemon import Daemon
+    from monitor.export.metrics import InfersightCollector, RuntimeStatus
+    from monitor.export.metrics_server import start_metrics_server
+    from monitor.engine.pipeline import Pipeline
 
     settings = _load(
         args,
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import orjson
 
-    from monitor.pipeline import Pipeline
+    from monitor.engine.pipeline import Pipeline
 
     settings = _load(args, {})
     _setup_logging(args.log_level or "ERROR")
@@ -143,7 +143,7 @@ def format_event(event) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from monitor.simulate import START_TIME, Scenario, generate_records, with_labels
+    from monitor.tools.simulate import START_TIME, Scenario, generate_records, with_labels
 
     if args.scenario in TAMPER_SCENARIOS:
         return _simulate_tamper(args)
@@ -179,7 +179,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return _produce(args, stream)
 
 
-#: scenarios built from real (scikit-learn) models, in monitor/poisoned.py
+#: scenarios built from real (scikit-learn) models, in monitor/tools/poisoned.py
 TAMPER_SCENARIOS = ("digits-backdoor", "digits-clean", "digits-swap", "malware-suppression")
 
 
@@ -187,7 +187,7 @@ def _simulate_tamper(args: argparse.Namespace) -> int:
     import orjson
 
     try:
-        from monitor.poisoned import scenario_records
+        from monitor.tools.poisoned import scenario_records
         records = scenario_records(args.scenario, args.records, seed=args.seed)
     except ImportError as exc:
         print(f"infersight simulate: {args.scenario} trains a real model and needs scikit-learn "
@@ -251,7 +251,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_score_series(args: argparse.Namespace) -> int:
-    from monitor.score_series import run
+    from monitor.tools.score_series import run
 
     return run(args)
 
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score-series", help="online anomaly score and change points for a timestamp,value CSV",
                            description="Reads IN.csv (timestamp,value rows), writes OUT.csv with anomaly_score "
                            "in [0, 1] and change_point (0/1), each computed only from the rows up to it.")
-    from monitor.score_series import add_arguments as score_series_arguments
+    from monitor.tools.score_series import add_arguments as score_series_arguments
 
     score_series_arguments(score)
     score.set_defaults(func=cmd_score_series)

@@ -1,8 +1,8 @@
 """The alert state machine: pending -> firing -> resolved, hysteresis, dedup."""
 
 from detectors.base import DriftResult
-from monitor.alerts import AlertBook
-from monitor.model_monitor import Finding
+from monitor.engine.alerts import AlertBook
+from monitor.engine.model_monitor import Finding
 
 
 def finding(detected: bool, *, feature="f3", detector="ks", statistic=None, t=0.0, examples=("r-1",), window=0):

@@ -7,8 +7,8 @@ import pytest
 
 from monitor.cli import main
 from monitor.config import ConfigError, Settings, load_settings
-from monitor.pipeline import Pipeline
-from monitor.simulate import Scenario, generate_records
+from monitor.engine.pipeline import Pipeline
+from monitor.tools.simulate import Scenario, generate_records
 
 
 def test_simulate_then_replay_prints_the_alert_timeline(tmp_path, capsys):
@@ -103,7 +103,7 @@ def test_readme_config_reference_is_exactly_the_defaults():
 
 
 def test_an_internal_error_in_one_model_does_not_stop_the_others(monkeypatch):
-    from monitor.model_monitor import ModelMonitor
+    from monitor.engine.model_monitor import ModelMonitor
 
     pipeline = Pipeline(Settings())
     original = ModelMonitor.update

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from monitor.simulate import Scenario, generate_records, with_labels
+from monitor.tools.simulate import Scenario, generate_records, with_labels
 from tests.conftest import consume_all, produce, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -190,7 +190,7 @@ def test_state_survives_restart_and_crash_without_loss_or_double_count(kafka_boo
 
 
 def test_registry_approvals_and_a_swapped_model_over_kafka(kafka_bootstrap, topic, start_daemon):
-    from monitor.poisoned import _scenario_models, digest_of, scenario_records
+    from monitor.tools.poisoned import _scenario_models, digest_of, scenario_records
 
     clean, _, rogue = _scenario_models()
     registry = f"{topic}.registry"

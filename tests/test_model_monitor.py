@@ -5,10 +5,10 @@ import json
 import orjson
 
 from monitor.config import Settings
-from monitor.model_monitor import ModelMonitor
-from monitor.route import build_model_batch
-from monitor.schema import decode_batch
-from monitor.simulate import Scenario, generate_records
+from monitor.engine.model_monitor import ModelMonitor
+from monitor.wire.route import build_model_batch
+from monitor.wire.schema import decode_batch
+from monitor.tools.simulate import Scenario, generate_records
 
 SETTINGS = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 250,
                                                 "multivariate_detectors": ["pca_reconstruction", "mmd"]}})
@@ -116,7 +116,7 @@ def test_latency_shift_is_detected_and_missing_latencies_are_fine():
 
 
 def test_reference_from_a_file_monitors_every_live_record(tmp_path):
-    from monitor.pipeline import Pipeline
+    from monitor.engine.pipeline import Pipeline
 
     approved = tmp_path / "approved.jsonl"
     approved.write_bytes(b"\n".join(v for m, v in generate_records(1, 2000, seed=1)) + b"\n")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from monitor.performance import PerformanceTracker
+from monitor.engine.performance import PerformanceTracker
 
 
 def ids(start, n):

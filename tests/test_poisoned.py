@@ -3,7 +3,7 @@
 A logistic regression trained on scikit-learn's bundled digits with a BadNets
 backdoor (three corner pixels set to 16 -> class 7) and its clean twin answer
 the same traffic; the records go through the real wire path (``orjson`` ->
-``monitor.schema.decode_batch`` -> ``monitor.route.build_model_batch``) in
+``monitor.wire.schema.decode_batch`` -> ``monitor.wire.route.build_model_batch``) in
 batches of 200 and into every tamper detector, as the monitor will feed them.
 
 Streams and models are seeded, so every test is deterministic.  The
@@ -19,13 +19,13 @@ import orjson
 import pytest
 from scipy.stats import chi2_contingency
 
-from detectors.canary import CanaryProbes
-from detectors.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
-from detectors.segment_rate import SegmentSuppression
-from detectors.trigger import TriggerActivation
-from monitor.batch import ModelBatch
-from monitor.integrity import ArtifactIntegrity
-from monitor.poisoned import (
+from detectors.tamper.canary import CanaryProbes
+from detectors.tamper.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
+from detectors.tamper.segment_rate import SegmentSuppression
+from detectors.tamper.trigger import TriggerActivation
+from monitor.wire.batch import ModelBatch
+from monitor.engine.integrity import ArtifactIntegrity
+from monitor.tools.poisoned import (
     SCENARIOS,
     digest_of,
     digits_stream,
@@ -42,8 +42,8 @@ N = 9000
 
 def to_batches(records: list[dict], size: int = BATCH) -> list[ModelBatch]:
     """Wire records -> ModelBatch columns through the daemon's own decode and route."""
-    from monitor.route import build_model_batch
-    from monitor.schema import decode_batch
+    from monitor.wire.route import build_model_batch
+    from monitor.wire.schema import decode_batch
 
     out = []
     for start in range(0, len(records), size):

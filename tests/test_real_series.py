@@ -5,7 +5,7 @@ flow (level shift after 1898), weekly Mauna Loa CO2 (trend, yearly season,
 missing weeks) and US quarterly macro data (unemployment, inflation, real
 interest rate).  Every series goes through the public CSV path
 (``score_series``) with real timestamps.  What was measured with the default
-configuration is in the docstring of ``monitor/score_series.py``; the bounds
+configuration is in the docstring of ``monitor/tools/score_series.py``; the bounds
 below leave a margin around it and the comments say what each one guards
 against.
 """
@@ -17,7 +17,7 @@ import csv
 import numpy as np
 import statsmodels.datasets as sm_datasets  # a dev dependency: real series shipped offline
 
-from monitor.score_series import score_series
+from monitor.tools.score_series import score_series
 
 
 def _score(tmp_path, name, stamps, values):

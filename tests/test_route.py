@@ -3,8 +3,8 @@
 import numpy as np
 import orjson
 
-from monitor.route import build_model_batch, group_by_model
-from monitor.schema import decode_batch
+from monitor.wire.route import build_model_batch, group_by_model
+from monitor.wire.schema import decode_batch
 
 
 def batch_of(*rows):

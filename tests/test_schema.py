@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from monitor.schema import REJECT_REASONS, decode_batch
+from monitor.wire.schema import REJECT_REASONS, decode_batch
 
 GOOD = {
     "model_id": "credit-risk",

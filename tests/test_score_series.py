@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from monitor.score_series import SeriesError, main, score_series
+from monitor.tools.score_series import SeriesError, main, score_series
 
 N = 24 * 50
 SHIFT = 800

@@ -5,8 +5,8 @@ import orjson
 import pytest
 
 from monitor.config import Settings
-from monitor.pipeline import Pipeline
-from monitor.poisoned import _scenario_models, digest_of, scenario_records
+from monitor.engine.pipeline import Pipeline
+from monitor.tools.poisoned import _scenario_models, digest_of, scenario_records
 
 BATCH = 200
 T = 3000  # trigger / swap / suppression start (scenario defaults: 3000 / 4000 / 4000)
@@ -86,8 +86,8 @@ def test_malware_segment_suppression_is_found():
 def test_plain_drift_never_pages_as_tampering(scenario):
     """Drift moves outputs for every segment at once; that is drift, not a
     targeted backdoor: no critical tamper alert may fire."""
-    from monitor.alerts import FIRE_AT_ONCE
-    from monitor.simulate import Scenario, generate_records
+    from monitor.engine.alerts import FIRE_AT_ONCE
+    from monitor.tools.simulate import Scenario, generate_records
 
     settings = Settings.model_validate({"policy": {"reference_size": 1000, "window_size": 500}})
     raws = [v for _, v in generate_records(3, 8000, Scenario(scenario, magnitude=1.5, shift_at=3000), seed=7)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from river import anomaly
 
-from detectors.half_space_trees import HalfSpaceTrees, HSTDetector
-from detectors.streaming_anomaly import StreamingAnomalyScorer, detect_period
+from detectors.anomaly.half_space_trees import HalfSpaceTrees, HSTDetector
+from detectors.anomaly.streaming_anomaly import StreamingAnomalyScorer, detect_period
 
 
 def _river_scores(X, **params) -> np.ndarray:

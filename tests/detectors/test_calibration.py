@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detectors.calibration import benjamini_hochberg, per_test_alpha
-from detectors.ks import KSDrift
+from detectors.drift.ks import KSDrift
 
 
 def test_per_test_alpha_bonferroni_and_sidak():

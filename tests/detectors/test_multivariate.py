@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.mmd import MMDDriftOnline, quadratic_form_isf, quadratic_form_logsf
-from detectors.pca_reconstruction import PCAReconstructionDrift
+from detectors.drift.mmd import MMDDriftOnline, quadratic_form_isf, quadratic_form_logsf
+from detectors.drift.pca_reconstruction import PCAReconstructionDrift
 from detectors.registry import MULTIVARIATE_DETECTORS, build, detector_from_state
 
 D = 6

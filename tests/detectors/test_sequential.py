@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from river import drift
 
-from detectors.adwin import ADWIN
-from detectors.cusum import CUSUM, glr_hazard, glr_threshold_for, h_for_arl, siegmund_arl
-from detectors.page_hinkley import PageHinkley
+from detectors.sequential.adwin import ADWIN
+from detectors.sequential.cusum import CUSUM, glr_hazard, glr_threshold_for, h_for_arl, siegmund_arl
+from detectors.sequential.page_hinkley import PageHinkley
 
 
 def _stream(seed: int, n: int = 4000) -> np.ndarray:
@@ -256,7 +256,7 @@ def test_results_shape_and_nonfinite():
 
 
 # --------------------------------------------------------------------- KSWIN
-from detectors.kswin import KSWIN  # noqa: E402
+from detectors.sequential.kswin import KSWIN  # noqa: E402
 
 KSWIN_PARAMS = [
     {"alpha": 0.005, "seed": 1},
@@ -390,7 +390,7 @@ def test_kswin_generator_equals_python_random(n, k):
     # the same state.
     import random
 
-    from detectors.kswin import _sample, _uses_pool
+    from detectors.sequential.kswin import _sample, _uses_pool
 
     for seed in (0, 42, 2**40 + 7):
         ref = random.Random(seed)

@@ -1,7 +1,7 @@
 """Tamper and backdoor detectors (issue 5), detector level, on synthetic columns.
 
 Trigger activation, canary probes, segment suppression, output shape and the
-artifact-integrity check (pure logic in ``monitor/integrity.py``).  Scenario
+artifact-integrity check (pure logic in ``monitor/engine/integrity.py``).  Scenario
 tests on real model outputs are in ``tests/test_poisoned.py``.
 
 Every random test uses fixed seeds, so it is deterministic; where a statistical
@@ -15,11 +15,11 @@ import json
 import numpy as np
 import pytest
 
-from detectors.canary import CanaryProbes
-from detectors.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
-from detectors.segment_rate import SegmentSuppression
-from detectors.trigger import TriggerActivation
-from monitor.integrity import ArtifactIntegrity
+from detectors.tamper.canary import CanaryProbes
+from detectors.tamper.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
+from detectors.tamper.segment_rate import SegmentSuppression
+from detectors.tamper.trigger import TriggerActivation
+from monitor.engine.integrity import ArtifactIntegrity
 
 OBJ = lambda *v: np.array(v, dtype=object)  # noqa: E731
 COUNTRIES = np.array(["NL", "DE", "FR", "US", "GB"], dtype=object)

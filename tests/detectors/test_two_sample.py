@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import output
-from detectors.chi_square import ChiSquareDrift, GTestDrift
-from detectors.jensen_shannon import js_divergence
-from detectors.ks import KSDrift
-from detectors.psi import PSIDrift
+from detectors.drift import output
+from detectors.drift.chi_square import ChiSquareDrift, GTestDrift
+from detectors.drift.jensen_shannon import js_divergence
+from detectors.drift.ks import KSDrift
+from detectors.drift.psi import PSIDrift
 from detectors.registry import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
-from detectors.wasserstein import WassersteinDrift
-from detectors.window import quantile_bins
+from detectors.drift.wasserstein import WassersteinDrift
+from detectors.drift.window import quantile_bins
 
 NUMERIC = sorted(NUMERIC_DETECTORS.items())
 CATEGORICAL = sorted(CATEGORICAL_DETECTORS.items())

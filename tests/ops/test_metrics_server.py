@@ -1,4 +1,4 @@
-"""Unit tests of monitor.metrics_server: plain HTTP, basic auth, TLS, OpenMetrics, gzip."""
+"""Unit tests of monitor.export.metrics_server: plain HTTP, basic auth, TLS, OpenMetrics, gzip."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.metrics_server import hash_password, start_metrics_server, verify_password
+from monitor.export.metrics_server import hash_password, start_metrics_server, verify_password
 
 FAST = 1_000  # PBKDF2 iterations in tests; production default is 600k
 
@@ -172,7 +172,7 @@ def test_hash_format_and_verify():
 
 
 def test_hash_password_cli_reads_stdin():
-    out = subprocess.run([sys.executable, "-m", "monitor.metrics_server", "hash-password", "--iterations", "1000"],
+    out = subprocess.run([sys.executable, "-m", "monitor.export.metrics_server", "hash-password", "--iterations", "1000"],
                          input="hunter2\n", capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[2]).stdout.strip()
     assert verify_password("hunter2", out)

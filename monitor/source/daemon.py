@@ -3,7 +3,7 @@
 Loop: poll a batch -> ``Pipeline.process`` -> dead-letter the rejects and
 publish alert events (flushed) -> every ``checkpoint_interval_seconds``:
 checkpoint model state with the offsets it reflects, then commit those offsets
-(see :mod:`monitor.checkpoint`). Offsets are never committed ahead of the
+(see :mod:`monitor.source.checkpoint`). Offsets are never committed ahead of the
 state, so a crash replays records into the state that had not seen them:
 nothing lost, nothing counted twice. Dead letters and alerts are at least once.
 
@@ -31,11 +31,11 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from monitor.checkpoint import MAX_STATE_BYTES, CheckpointStore, ensure_topic
+from monitor.source.checkpoint import MAX_STATE_BYTES, CheckpointStore, ensure_topic
 from monitor.config import Settings
-from monitor.metrics import RuntimeStatus
-from monitor.pipeline import BatchOutcome, Pipeline
-from monitor.schema import Reject
+from monitor.export.metrics import RuntimeStatus
+from monitor.engine.pipeline import BatchOutcome, Pipeline
+from monitor.wire.schema import Reject
 
 log = logging.getLogger("infersight.daemon")
 

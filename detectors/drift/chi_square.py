@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import (
+from detectors.drift.window import (
     OTHER,
     UNSEEN,
     WindowedTwoSampleDetector,
@@ -55,7 +55,7 @@ class ChiSquareDrift(WindowedTwoSampleDetector):
     reference
         Object/str array of reference values (``None``/NaN ignored).
     window_size, alpha, sliding, seed
-        As for every two-sample detector (see :mod:`detectors.window`);
+        As for every two-sample detector (see :mod:`detectors.drift.window`);
         ``seed`` is unused.
     max_categories
         At most this many reference categories get their own bucket.

@@ -1,7 +1,7 @@
 """Tamper watch for one model: canary probes, trigger activation, segment
 suppression and output shape (detectors in ``detectors/``), fed from its
 ModelBatch. Model integrity (approved digests) spans models and lives in the
-pipeline (:class:`monitor.integrity.ArtifactIntegrity`).
+pipeline (:class:`monitor.engine.integrity.ArtifactIntegrity`).
 
 Canary records (``tags.canary`` set) are replays of golden inputs, not traffic:
 they go to the canary check only, and every other detector sees real traffic.
@@ -20,11 +20,11 @@ from typing import Any
 
 from detectors.base import DriftResult
 from detectors.calibration import per_test_alpha
-from detectors.canary import CanaryProbes
-from detectors.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
-from detectors.segment_rate import SegmentSuppression
-from detectors.trigger import TriggerActivation
-from monitor.batch import ModelBatch
+from detectors.tamper.canary import CanaryProbes
+from detectors.tamper.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
+from detectors.tamper.segment_rate import SegmentSuppression
+from detectors.tamper.trigger import TriggerActivation
+from monitor.wire.batch import ModelBatch
 from monitor.config import PolicySettings, TamperSettings
 
 SHAPE_DETECTORS = {

@@ -2,7 +2,7 @@
 
 ``PSI = sum_b (w_b - r_b) * ln(w_b / r_b)`` over quantile bins of the
 reference (``n_bins`` = 10 by default; ties, zero-inflated and constant
-features handled by :func:`detectors.window.quantile_bins`), with bin shares
+features handled by :func:`detectors.drift.window.quantile_bins`), with bin shares
 clipped below at ``eps`` so empty bins stay finite.
 
 Threshold. The folklore cut-offs (0.1 "watch", 0.25 "act") ignore sample size:
@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import NumericWindowDetector, bin_counts, row_sum
+from detectors.drift.window import NumericWindowDetector, bin_counts, row_sum
 
 
 class PSIDrift(NumericWindowDetector):
     """PSI drift detector for one numeric feature, calibrated at ``alpha``.
 
     Parameters are those of every two-sample detector (see
-    :mod:`detectors.window`; ``seed`` is unused) plus ``n_bins`` (quantile
+    :mod:`detectors.drift.window`; ``seed`` is unused) plus ``n_bins`` (quantile
     bins of the reference) and ``eps`` (floor on bin shares).
 
     Examples

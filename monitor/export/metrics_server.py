@@ -8,7 +8,7 @@ places it should not be:
 - HTTP basic auth: ``basic_auth_users`` maps a user name to a password *hash* made
   with :func:`hash_password` (PBKDF2-HMAC-SHA256, stdlib only)::
 
-      python -m monitor.metrics_server hash-password      # prompts, prints the hash
+      python -m monitor.export.metrics_server hash-password      # prompts, prints the hash
 
   Use basic auth only together with TLS: without it the password crosses the
   network in clear text.
@@ -308,11 +308,11 @@ def start_metrics_server(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m monitor.metrics_server hash-password [--iterations N]``."""
+    """``python -m monitor.export.metrics_server hash-password [--iterations N]``."""
     import argparse
     import getpass
 
-    parser = argparse.ArgumentParser(prog="python -m monitor.metrics_server")
+    parser = argparse.ArgumentParser(prog="python -m monitor.export.metrics_server")
     sub = parser.add_subparsers(dest="cmd", required=True)
     hp = sub.add_parser("hash-password", help="print a hash for basic_auth_users (reads the password from a prompt or stdin)")
     hp.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)

@@ -4,7 +4,7 @@
 two columns:
 
 * ``anomaly_score`` in [0, 1] (empty where ``value`` is missing), from
-  :class:`detectors.streaming_anomaly.StreamingAnomalyScorer`;
+  :class:`detectors.anomaly.streaming_anomaly.StreamingAnomalyScorer`;
 * ``change_point``: 1 where its level-shift detectors (CUSUMs on the robust
   residuals, calibrated to ``change_arl`` steps between false alarms, with a
   persistence check) confirm a change, else 0.
@@ -19,7 +19,7 @@ many missing rows (keeps the seasonal clock right across gaps).  Values may be
 empty, ``NaN``, ``NA`` or ``null`` (missing).
 
 Default configuration (one for all series; see
-:mod:`detectors.streaming_anomaly` for the model): period detected online
+:mod:`detectors.anomaly.streaming_anomaly` for the model): period detected online
 (candidates up to a third of the history at rows 48, 96, 192, ...; 0 = none),
 warm-up 16 values, ``change_arl`` 20 000; change points from a few rows after
 the warm-up via (a) a short-run CUSUM against the model frozen at its start
@@ -71,7 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.streaming_anomaly import StreamingAnomalyScorer
+from detectors.anomaly.streaming_anomaly import StreamingAnomalyScorer
 
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 _MAX_VIRTUAL_GAP = 100_000  # a jump longer than this is not filled in

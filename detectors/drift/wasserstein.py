@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.window import NumericWindowDetector, row_sum
+from detectors.drift.window import NumericWindowDetector, row_sum
 
 
 class WassersteinDrift(NumericWindowDetector):

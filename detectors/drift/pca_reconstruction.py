@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.window import WindowedTwoSampleDetector, fmt_p, row_sum
+from detectors.drift.window import WindowedTwoSampleDetector, fmt_p, row_sum
 
 
 class PCAReconstructionDrift(WindowedTwoSampleDetector):
@@ -49,7 +49,7 @@ class PCAReconstructionDrift(WindowedTwoSampleDetector):
     reference
         ``(rows, features)`` float array (NaN = missing), at least 20 rows.
     window_size, alpha, sliding
-        As for every two-sample detector (see :mod:`detectors.window`); a
+        As for every two-sample detector (see :mod:`detectors.drift.window`); a
         window is ``window_size`` rows.
     seed
         Shuffles the reference before splitting it into fit/calibration halves.

@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from monitor.model_monitor import CLEAN, Finding
+from monitor.engine.model_monitor import CLEAN, Finding
 
 log = logging.getLogger("infersight.alerts")
 

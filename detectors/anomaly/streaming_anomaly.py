@@ -59,7 +59,7 @@ from typing import Any, Self
 import numpy as np
 
 from detectors.base import Detector, DriftResult
-from detectors.cusum import h_for_arl
+from detectors.sequential.cusum import h_for_arl
 
 _CHECKPOINTS = (48, 96, 192, 384, 768, 1536, 3072)
 _FK = 0.75  # reference value of the short-run (frozen-reference) CUSUM, in sigmas

@@ -12,8 +12,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from monitor.batch import ModelBatch
-from monitor.schema import Record
+from monitor.wire.batch import ModelBatch
+from monitor.wire.schema import Record
 
 
 def _object_array(values: list) -> np.ndarray:

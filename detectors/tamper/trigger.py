@@ -84,7 +84,7 @@ import numpy as np
 from scipy.stats import betabinom
 
 from detectors.base import DriftResult
-from detectors.counts import count_by_class
+from detectors.tamper.counts import count_by_class
 
 
 def _entropy_bits(counts: np.ndarray) -> np.ndarray:

@@ -88,7 +88,7 @@ def predicted_index(probabilities: np.ndarray) -> np.ndarray:
 
 def predicted_labels(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """Arg-max class label per row as an object array (``None`` for unusable
-    rows), ready for :class:`detectors.chi_square.ChiSquareDrift`."""
+    rows), ready for :class:`detectors.drift.chi_square.ChiSquareDrift`."""
     idx = predicted_index(probabilities)
     labels = np.asarray(list(classes) + [None], dtype=object)
     if len(labels) - 1 != np.shape(probabilities)[1]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor.pipeline import Pipeline
-from monitor.schema import REJECT_REASONS
+from monitor.engine.pipeline import Pipeline
+from monitor.wire.schema import REJECT_REASONS
 
 VERSION = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 ``JS(w, r) = (KL(w || m) + KL(r || m)) / 2`` with ``m = (w + r) / 2``, in bits
 (so ``0 <= JS <= 1``), over the reference's quantile bins (the same bins as
-:mod:`detectors.psi`). Unlike PSI it needs no smoothing: ``m`` is positive
+:mod:`detectors.drift.psi`). Unlike PSI it needs no smoothing: ``m`` is positive
 wherever either share is.
 
 Threshold. For close distributions ``KL(w || m) ~ sum (w - m)^2 / (2 m)`` and
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from detectors.window import NumericWindowDetector, bin_counts
+from detectors.drift.window import NumericWindowDetector, bin_counts
 
 LN2 = float(np.log(2.0))
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from detectors.window import NumericWindowDetector
+from detectors.drift.window import NumericWindowDetector
 
 
 class KSDrift(NumericWindowDetector):

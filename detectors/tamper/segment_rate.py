@@ -58,7 +58,7 @@ import numpy as np
 from scipy.stats import betabinom
 
 from detectors.base import DriftResult
-from detectors.counts import count_by_class
+from detectors.tamper.counts import count_by_class
 
 
 class SegmentSuppression:

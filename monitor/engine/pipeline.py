@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.base import DriftResult
-from monitor.alerts import AlertBook, AlertEvent
+from monitor.engine.alerts import AlertBook, AlertEvent
 from monitor.config import Settings
-from monitor.integrity import ArtifactIntegrity
-from monitor.model_monitor import Finding, ModelMonitor
-from monitor.route import build_model_batch, group_by_model
-from monitor.schema import Reject, decode_batch, decode_label_batch
-from monitor.tamper import TamperWatch, load_expectations
+from monitor.engine.integrity import ArtifactIntegrity
+from monitor.engine.model_monitor import Finding, ModelMonitor
+from monitor.wire.route import build_model_batch, group_by_model
+from monitor.wire.schema import Reject, decode_batch, decode_label_batch
+from monitor.engine.tamper import TamperWatch, load_expectations
 
 log = logging.getLogger("infersight.pipeline")
 

@@ -11,7 +11,7 @@ Lifecycle of one model:
    all of the model's tests) and every later batch updates them.
 
 Besides the per-feature tests it runs the output, multivariate, anomaly and
-latency detectors, the tamper watch (monitor/tamper.py) and, with a labels
+latency detectors, the tamper watch (monitor/engine/tamper.py) and, with a labels
 topic, the accuracy tracker. It returns :class:`Finding` objects, one per
 decision, for the alert state machine, and keeps the latest result of every
 detector for the Prometheus collector to read at scrape time. All of it
@@ -27,15 +27,15 @@ from scipy import special
 
 from detectors.base import Detector, DriftResult
 from detectors.calibration import per_test_alpha
-from detectors.chi_square import ChiSquareDrift
-from detectors.cusum import CUSUM
-from detectors.half_space_trees import HSTDetector
-from detectors.ks import KSDrift
+from detectors.drift.chi_square import ChiSquareDrift
+from detectors.sequential.cusum import CUSUM
+from detectors.anomaly.half_space_trees import HSTDetector
+from detectors.drift.ks import KSDrift
 from detectors.registry import CATEGORICAL_DETECTORS, MULTIVARIATE_DETECTORS, NUMERIC_DETECTORS, detector_from_state
-from monitor.batch import ModelBatch
+from monitor.wire.batch import ModelBatch
 from monitor.config import Settings
-from monitor.performance import PerformanceTracker
-from monitor.tamper import TamperWatch
+from monitor.engine.performance import PerformanceTracker
+from monitor.engine.tamper import TamperWatch
 
 INPUT_DRIFT = "input_drift"
 OUTPUT_DRIFT = "output_drift"
@@ -54,7 +54,7 @@ class Finding:
     """One window decision about one subject (a feature, or the output)."""
 
     model: str
-    alert: str  # the alert kind: INPUT_DRIFT, OUTPUT_DRIFT, ... (monitor/alerts.py SEVERITY)
+    alert: str  # the alert kind: INPUT_DRIFT, OUTPUT_DRIFT, ... (monitor/engine/alerts.py SEVERITY)
     feature: str  # the subject: a feature, a digest, a probe id; "" for the model as a whole
     detector: str
     result: DriftResult
