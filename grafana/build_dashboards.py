@@ -10,7 +10,7 @@ follows the rules tests/ops/test_dashboards.py checks: Grafana 10+ schema,
 stable uids, a `datasource` variable of type prometheus, every query on
 `${datasource}`, no hard-coded datasource ids.
 
-Queries use the metrics contract (DESIGN.md) directly, not recording rules, so
+Queries use the metrics contract (docs/architecture.md) directly, not recording rules, so
 the dashboards work on any Prometheus that scrapes infersight.
 """
 
@@ -453,7 +453,7 @@ def monitor() -> dict:
         timeseries("Rejected / s by reason",
                    [target(f"sum by (reason) (rate(infersight_records_rejected_total[{ri}]))", "{{reason}}")],
                    unit="reqps", stack=True,
-                   description="model_limit, too_many_features, record_too_large: a limit was hit (DESIGN.md, "
+                   description="model_limit, too_many_features, record_too_large: a limit was hit (docs/architecture.md, "
                                "principle 5)."),
         timeseries("Detector errors / s by model",
                    [target(f"sum by (model) (rate(infersight_model_errors_total[{ri}]))"

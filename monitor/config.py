@@ -39,17 +39,13 @@ class KafkaSettings(_Section):
     )
     lag_interval_seconds: float = Field(5.0, gt=0, description="how often consumer lag is measured")
 
-    @property
-    def dlq_topic(self) -> str:
-        return self.dead_letter_topic or f"{self.topic}.dlq"
-
-    @property
-    def checkpoint_topic(self) -> str:
-        return self.state_topic or f"{self.topic}.state"
-
-    @property
-    def alert_topic(self) -> str:
-        return self.alerts_topic or f"{self.topic}.alerts"
+    @model_validator(mode="after")
+    def _derived_topics(self) -> KafkaSettings:
+        # resolved once, so every reader (and `check-config --show`) sees the topic in use
+        self.dead_letter_topic = self.dead_letter_topic or f"{self.topic}.dlq"
+        self.alerts_topic = self.alerts_topic or f"{self.topic}.alerts"
+        self.state_topic = self.state_topic or f"{self.topic}.state"
+        return self
 
 
 class MetricsSettings(_Section):
@@ -169,7 +165,6 @@ class TriggerSettings(_Section):
     min_lift: float = Field(3.0, ge=1)
     min_rise: float = Field(0.3, ge=0, le=1)
     max_entropy_bits: float = Field(1.5, ge=0)
-    alpha: float = Field(1e-6, gt=0, lt=1, description="false-alarm probability per evaluation (one per batch)")
     max_conditions: int = Field(1024, ge=1)
 
 
@@ -181,7 +176,6 @@ class SegmentSettings(_Section):
     min_support: int = Field(30, ge=1)
     min_expected: float = Field(10.0, gt=0)
     min_relative_drop: float = Field(0.5, gt=0, le=1)
-    alpha: float = Field(1e-6, gt=0, lt=1, description="false-alarm probability per evaluation (one per batch)")
 
 
 class OutputShapeSettings(_Section):

@@ -1,6 +1,6 @@
 """Shared fixtures: the real local Kafka broker and a daemon subprocess.
 
-Integration tests talk to the broker that `make kafka-up` starts (DESIGN
+Integration tests talk to the broker that `make kafka-up` starts (docs/architecture.md,
 principle 6: no mock broker). If it is not running they fail with the command
 that fixes it; they never skip.
 """

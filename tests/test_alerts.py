@@ -2,7 +2,7 @@
 
 from detectors.base import DriftResult
 from monitor.engine.alerts import AlertBook
-from monitor.engine.model_monitor import Finding
+from monitor.engine.findings import Finding
 
 
 def finding(detected: bool, *, feature="f3", detector="ks", statistic=None, t=0.0, examples=("r-1",), window=0):

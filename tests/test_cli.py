@@ -71,7 +71,7 @@ def test_flags_override_the_file(tmp_path):
     path.write_text("kafka: {topic: from-file, group_id: g}\n")
     settings = load_settings(path, {"kafka": {"topic": "from-flag", "group_id": None}})
     assert (settings.kafka.topic, settings.kafka.group_id) == ("from-flag", "g")
-    assert settings.kafka.dlq_topic == "from-flag.dlq" and settings.kafka.alert_topic == "from-flag.alerts"
+    assert settings.kafka.dead_letter_topic == "from-flag.dlq" and settings.kafka.alerts_topic == "from-flag.alerts"
 
 
 def test_new_models_beyond_the_limit_are_rejected_not_monitored():

@@ -219,7 +219,7 @@ def test_registry_approvals_and_a_swapped_model_over_kafka(kafka_bootstrap, topi
 
 
 def test_two_daemons_share_the_partitions_and_hand_over_state(kafka_bootstrap, topic, start_daemon):
-    """Scale out on Kafka (DESIGN principle 7): a second daemon in the group takes
+    """Scale out on Kafka (docs/architecture.md, principle 7): a second daemon in the group takes
     some partitions; when one stops, the other restores its models' state."""
     config = SMALL + "kafka:\n  session_timeout_ms: 6000\n"
     args = ("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group-id", f"{topic}-g")

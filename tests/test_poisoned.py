@@ -21,8 +21,8 @@ from scipy.stats import chi2_contingency
 
 from detectors.tamper.canary import CanaryProbes
 from detectors.tamper.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
-from detectors.tamper.segment_rate import SegmentSuppression
-from detectors.tamper.trigger import TriggerActivation
+from detectors.tamper.segment_suppression import SegmentSuppression
+from detectors.tamper.trigger_activation import TriggerActivation
 from monitor.wire.batch import ModelBatch
 from monitor.engine.integrity import ArtifactIntegrity
 from monitor.tools.poisoned import (

@@ -56,6 +56,7 @@ import numpy as np
 from scipy.stats import betabinom, norm
 
 from detectors.base import Detector, DriftResult
+from detectors.drift.output import entropy
 
 
 class _Windowed(Detector):
@@ -329,10 +330,8 @@ class EntropyCollapse(_Windowed):
         P = np.asarray(values, dtype=np.float64)
         if P.ndim == 1:
             P = P[:, None]
-        P = P[~np.isnan(P).any(axis=1)]
-        P = P / np.maximum(P.sum(axis=1, keepdims=True), 1e-12)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return -np.where(P > 0, P * np.log2(P), 0.0).sum(axis=1)   # one entropy per record
+        h = entropy(P)  # one entropy (bits) per record; NaN for records without probabilities
+        return h[~np.isnan(h)]
 
     def _empty(self):
         return [0.0, 0.0]

@@ -23,29 +23,34 @@ class PerformanceTracker:
         self.window = window
         self.alpha = alpha
         self.max_pending = max_pending
-        self.pending: OrderedDict[str, str] = OrderedDict()  # request id -> predicted class
+        self.pending: OrderedDict[str, tuple[str, float]] = OrderedDict()  # request id -> (predicted class, event time)
         self.early_labels: OrderedDict[str, str] = OrderedDict()  # request id -> true label
         self.matched = 0
         self.unmatched = 0  # labels evicted before their prediction came
         self.forgotten = 0  # predictions evicted before their label came
         self.reference_accuracy: float | None = None
         self._outcomes: list[bool] = []  # current (reference or test) window
+        self._window_times: list[float] = []  # event times of its first and latest prediction
         self._recent = np.zeros(window, dtype=bool)  # ring of the last `window` outcomes
         self._recent_filled = 0
         self._recent_next = 0
         self._z_threshold = float(stats.norm.isf(alpha))
 
-    def remember(self, request_ids: np.ndarray, predicted: np.ndarray) -> list[DriftResult]:
-        """Keep predictions until their labels come; join labels that came first."""
+    def remember(self, request_ids: np.ndarray, predicted: np.ndarray,
+                 times: np.ndarray | None = None) -> list[DriftResult]:
+        """Keep predictions (with their event times) until their labels come;
+        join labels that came first."""
         results = []
-        for request_id, label in zip(request_ids, predicted):
+        if times is None:
+            times = np.zeros(len(request_ids))
+        for request_id, label, time in zip(request_ids, predicted, times.tolist()):
             if request_id is None or label is None:
                 continue
             truth = self.early_labels.pop(request_id, None) if self.early_labels else None
             if truth is None:
-                self.pending[request_id] = label
+                self.pending[request_id] = (label, time)
             else:
-                results.extend(self._outcome(label == truth))
+                results.extend(self._outcome(label == truth, time))
         self.forgotten += _trim(self.pending, self.max_pending)
         return results
 
@@ -57,12 +62,13 @@ class PerformanceTracker:
             if predicted is None:
                 self.early_labels[request_id] = truth
             else:
-                results.extend(self._outcome(predicted == truth))
+                results.extend(self._outcome(predicted[0] == truth, predicted[1]))
         self.unmatched += _trim(self.early_labels, self.max_pending)
         return results
 
-    def _outcome(self, correct: bool) -> list[DriftResult]:
+    def _outcome(self, correct: bool, time: float) -> list[DriftResult]:
         self.matched += 1
+        self._window_times = [self._window_times[0] if self._window_times else time, time]
         self._recent[self._recent_next] = correct
         self._recent_next = (self._recent_next + 1) % self.window
         self._recent_filled = min(self.window, self._recent_filled + 1)
@@ -74,7 +80,8 @@ class PerformanceTracker:
 
     def _close_window(self) -> DriftResult | None:
         accuracy = float(np.mean(self._outcomes))
-        self._outcomes = []
+        first_time, last_time = self._window_times
+        self._outcomes, self._window_times = [], []
         if self.reference_accuracy is None:
             self.reference_accuracy = accuracy
             return None
@@ -89,7 +96,8 @@ class PerformanceTracker:
             n_seen=self.matched,
             p_value=float(stats.norm.sf(z)),
             detail=f"accuracy {accuracy:.1%} over the last {n} labelled records vs {p0:.1%} in the reference",
-            extra={"accuracy": accuracy, "reference_accuracy": p0},
+            # event times of the window's first and last labelled prediction
+            extra={"accuracy": accuracy, "reference_accuracy": p0, "first_time": first_time, "last_time": last_time},
         )
 
     def state_dict(self) -> dict:
@@ -97,11 +105,12 @@ class PerformanceTracker:
             "window": self.window,
             "alpha": self.alpha,
             "max_pending": self.max_pending,
-            "pending": list(self.pending.items()),
+            "pending": [[rid, label, time] for rid, (label, time) in self.pending.items()],
             "early_labels": list(self.early_labels.items()),
             "counts": [self.matched, self.unmatched, self.forgotten],
             "reference_accuracy": self.reference_accuracy,
             "outcomes": [bool(x) for x in self._outcomes],
+            "window_times": self._window_times,
             "recent": self._recent.tolist(),
             "recent_filled": self._recent_filled,
             "recent_next": self._recent_next,
@@ -110,11 +119,12 @@ class PerformanceTracker:
     @classmethod
     def from_state(cls, state: dict) -> PerformanceTracker:
         tracker = cls(state["window"], state["alpha"], state["max_pending"])
-        tracker.pending = OrderedDict(map(tuple, state["pending"]))
+        tracker.pending = OrderedDict((rid, (label, time)) for rid, label, time in state["pending"])
         tracker.early_labels = OrderedDict(map(tuple, state["early_labels"]))
         tracker.matched, tracker.unmatched, tracker.forgotten = state["counts"]
         tracker.reference_accuracy = state["reference_accuracy"]
         tracker._outcomes = list(state["outcomes"])
+        tracker._window_times = list(state["window_times"])
         tracker._recent = np.array(state["recent"], dtype=bool)
         tracker._recent_filled = state["recent_filled"]
         tracker._recent_next = state["recent_next"]

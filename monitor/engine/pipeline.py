@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.base import DriftResult
-from monitor.engine.alerts import AlertBook, AlertEvent
 from monitor.config import Settings
+from monitor.engine.alerts import AlertBook, AlertEvent
+from monitor.engine.findings import ARTIFACT_UNAPPROVED, Finding
 from monitor.engine.integrity import ArtifactIntegrity
-from monitor.engine.model_monitor import Finding, ModelMonitor
+from monitor.engine.model_monitor import ModelMonitor, load_expectations
+from monitor.engine.snapshot import PipelineSnapshot, model_view
+from monitor.wire.batch import ModelBatch
 from monitor.wire.route import build_model_batch, group_by_model
 from monitor.wire.schema import Reject, decode_batch, decode_label_batch
-from monitor.engine.tamper import TamperWatch, load_expectations
 
 log = logging.getLogger("infersight.pipeline")
 
@@ -67,8 +69,11 @@ class Pipeline:
         self.digest_last_seen: dict[str, dict[str, int]] = {}
         self.model_partition: dict[str, int] = {}  # partition each model's records come from
         self.batch_duration = DurationHistogram()
-        # Scrapes run on the HTTP server's thread; they read what process() writes.
+        # process() and the state calls run one at a time (the poll loop and
+        # the registry feed); scrapes never take this lock: they read the
+        # snapshot published after each batch.
         self.lock = threading.Lock()
+        self._snapshot = PipelineSnapshot.build(self, {})
 
     def process(
         self,
@@ -98,7 +103,6 @@ class Pipeline:
                 for model_id in groups:
                     self.model_partition[model_id] = partitions[last_index[model_id]]
             findings = []
-            complete: set[tuple[str, str]] = set()
             for model_id, model_records in groups.items():
                 batch = build_model_batch(model_id, model_records)
                 try:
@@ -108,14 +112,15 @@ class Pipeline:
                     self.model_errors[model_id] += len(model_records)
                     log.exception("model %s: %d records not monitored after an internal error",
                                   model_id, len(model_records))
-                complete.update((model_id, kind) for kind in ("artifact_unapproved", *TamperWatch.COMPLETE_KINDS))
                 self.records_total[model_id] += len(model_records)
-            findings.extend(self._join_labels(labels))
-            events = self.alerts.observe(findings, complete)
+            label_findings, label_models = self._join_labels(labels)
+            findings.extend(label_findings)
+            events = self.alerts.observe(findings)
             for reject in rejects + label_rejects:
                 self.rejected_total[reject.reason] += 1
             seconds = time.perf_counter() - started
             self.batch_duration.observe(seconds)
+            self._publish(groups.keys() | label_models)
         rejects.sort(key=lambda r: r.index)
         return BatchOutcome(
             n_records=len(raws),
@@ -162,7 +167,8 @@ class Pipeline:
         return [
             (model, digest, approved)
             for model, digest, approved in self.integrity.artifact_info()
-            if self.digest_last_seen.get(model, {}).get(digest, -window) >= self.records_total[model] - window
+            if model in self.monitors
+            and self.digest_last_seen.get(model, {}).get(digest, -window) >= self.monitors[model].records_seen - window
         ]
 
     def set_approved(self, model_id: str, digests: list[str]) -> None:
@@ -172,29 +178,54 @@ class Pipeline:
                 self.integrity.set_approved(model_id, digests)
             else:
                 self.integrity.approved.pop(model_id, None)
+            self._publish({model_id} & self.monitors.keys())
 
-    def _check_integrity(self, batch) -> list[Finding]:
-        """One decision per digest served in the batch: approved or not. The
-        first sighting of a bad digest carries the integrity event's detail."""
-        events = {e.digest: e for e in self.integrity.check(
-            batch.model_id, batch.artifact_digests, batch.model_versions, batch.request_ids)}
-        digests, counts = np.unique(batch.artifact_digests[batch.artifact_digests != None].astype(str),  # noqa: E711
-                                    return_counts=True)
-        event_time = float(np.max(batch.timestamps)) if batch.n else 0.0
+    def _check_integrity(self, batch: ModelBatch) -> list[Finding]:
+        """Integrity decisions, taken at records, not at poll batches: a bad
+        digest is found at the first record that serves it (its event time is
+        the alert's ``since``); then at every ``policy.window_size``-th record of
+        the model, each digest it served lately is decided again: unapproved
+        and still serving, or gone (or approved since) and clean."""
+        model = batch.model_id
+        before = self.monitors[model].records_seen  # the model's records before this batch (restored too)
         findings = []
-        last_seen = self.digest_last_seen.setdefault(batch.model_id, {})
-        for digest, count in zip(digests.tolist(), counts.tolist()):
-            last_seen[digest] = self.records_total[batch.model_id] + batch.n
-            approved = self.integrity.is_approved(batch.model_id, digest)
-            event = events.get(digest)
-            if approved and event is None:
-                continue  # nothing to say; an open alert for it is cleared by `complete`
-            detail = event.detail if event else f"unapproved artifact {digest} is still serving ({count} records)"
-            examples = [event.request_id] if event and event.request_id else []
-            result = DriftResult(statistic=float(not approved), threshold=0.5, detected=not approved, n_seen=count,
-                                 detail=detail, extra={"kind": event.kind if event else "unapproved_digest"})
-            findings.append(Finding(batch.model_id, "artifact_unapproved", digest, "integrity", result, examples,
-                                    event_time, since_record=None))
+        for event in self.integrity.check(model, batch.artifact_digests, batch.model_versions, batch.request_ids):
+            if event.digest is None:
+                continue  # records without a digest: nothing to name (the event is logged by its kind)
+            approved = self.integrity.is_approved(model, event.digest)
+            result = DriftResult(statistic=float(not approved), threshold=0.5, detected=not approved,
+                                 n_seen=event.count, detail=event.detail, extra={"kind": event.kind})
+            at = float(batch.timestamps[event.index])
+            findings.append(Finding(model, ARTIFACT_UNAPPROVED, event.digest, "integrity", result,
+                                    [event.request_id] if event.request_id else [], at, since=at,
+                                    window=before + event.index + 1))
+        last_seen = self.digest_last_seen.setdefault(model, {})
+        window = self.settings.policy.window_size
+        served = batch.artifact_digests != None  # noqa: E711
+        # the model's record count after each record that carries a digest
+        positions = before + 1 + np.flatnonzero(served)
+        digests = batch.artifact_digests[served].astype(str) if served.any() else np.empty(0, dtype=str)
+        done = before
+        for end in range((before // window + 1) * window, before + batch.n + 1, window):
+            _note_served(last_seen, digests, positions, done, end)
+            done = end
+            end_time = float(batch.timestamps[end - before - 1])
+            for digest, seen_at in last_seen.items():
+                serving = seen_at > end - window
+                detected = serving and not self.integrity.is_approved(model, digest)
+                if serving and not detected:
+                    continue  # an approved artifact serving: nothing to say
+                detail = (f"unapproved artifact {digest} is still serving" if detected
+                          else f"artifact {digest} is no longer served")
+                result = DriftResult(statistic=float(detected), threshold=0.5, detected=detected, n_seen=window,
+                                     detail=detail, extra={"kind": "unapproved_digest"})
+                findings.append(Finding(model, ARTIFACT_UNAPPROVED, digest, "integrity", result, [], end_time,
+                                        window=end))
+            # long gone: decided clean often enough to resolve; dropping it keeps this bounded
+            gone = end - (self.settings.alerts.resolve_after_windows + 1) * window
+            for digest in [d for d, seen_at in last_seen.items() if seen_at <= gone]:
+                del last_seen[digest]
+        _note_served(last_seen, digests, positions, done, before + batch.n)
         return findings
 
     # -- checkpoints ----------------------------------------------------------
@@ -208,6 +239,7 @@ class Pipeline:
                     "model": monitor.state_dict(),
                     "alerts": self.alerts.state_dict(model_id),
                     "integrity": self.integrity.model_state(model_id),
+                    "digests_last_seen": self.digest_last_seen.get(model_id, {}),
                 }
                 for model_id, monitor in self.monitors.items()
             }
@@ -218,8 +250,10 @@ class Pipeline:
             self.monitors[model_id] = monitor
             self.integrity.load_model_state(model_id, checkpoint["integrity"])
             self.model_partition[model_id] = checkpoint["partition"]
+            self.digest_last_seen[model_id] = dict(checkpoint["digests_last_seen"])
             self.alerts.forget(model_id)
             self.alerts.load_state(model_id, checkpoint["alerts"])
+            self._publish({model_id})
 
     def forget_partitions(self, partitions: set[int]) -> list[str]:
         """Drop the models of partitions this daemon no longer owns."""
@@ -230,6 +264,7 @@ class Pipeline:
                 self.digest_last_seen.pop(model_id, None)
                 del self.model_partition[model_id]
                 self.alerts.forget(model_id)
+            self._publish(gone)
             return gone
 
     def _new_monitor(self, model_id: str) -> ModelMonitor:
@@ -249,7 +284,7 @@ class Pipeline:
                 log.info("model %s: reference of %d records from %s", model_id, len(records), path)
         return monitor
 
-    def _join_labels(self, labels) -> list:
+    def _join_labels(self, labels) -> tuple[list[Finding], set[str]]:
         by_model: dict[str, list[tuple[str, str]]] = {}
         for label in labels:
             by_model.setdefault(label.model_id, []).append((label.request_id, label.label))
@@ -259,8 +294,41 @@ class Pipeline:
             if monitor is None:
                 self.labels_unknown_model += len(pairs)
                 continue
-            findings.extend(monitor.join_labels(pairs, monitor.last_event_time or 0.0))
-        return findings
+            findings.extend(monitor.join_labels(pairs))
+        return findings, by_model.keys() & self.monitors.keys()
+
+    # -- what scrapes read ------------------------------------------------------
+
+    def snapshot(self) -> PipelineSnapshot:
+        """The state as of the end of the last batch (never blocks)."""
+        return self._snapshot
+
+    def _publish(self, changed) -> None:
+        """Rebuild the views of the models this batch touched and swap in a new
+        snapshot: a scrape reads one consistent state without waiting."""
+        views = dict(self._snapshot.models)
+        for model_id in changed:
+            monitor = self.monitors.get(model_id)
+            if monitor is None:
+                views.pop(model_id, None)
+            else:
+                views[model_id] = model_view(self, model_id, monitor)
+        for model_id in [m for m in views if m not in self.monitors]:
+            del views[model_id]
+        self._snapshot = PipelineSnapshot.build(self, views)
+
+
+def _note_served(last_seen: dict[str, int], digests: np.ndarray, positions: np.ndarray, after: int, upto: int) -> None:
+    """Record the last position (record count) at which each digest served,
+    for the records in ``(after, upto]``."""
+    rows = (positions > after) & (positions <= upto)
+    if not rows.any():
+        return
+    names, inverse = np.unique(digests[rows], return_inverse=True)
+    latest = np.zeros(len(names), dtype=np.int64)
+    np.maximum.at(latest, inverse, positions[rows])
+    for name, position in zip(names.tolist(), latest.tolist()):
+        last_seen[name] = position
 
 
 class DurationHistogram:

@@ -1,9 +1,11 @@
-"""Export: a Prometheus collector that reads the pipeline's state on scrape.
+"""Export: a Prometheus collector that reads the pipeline's snapshot on scrape.
 
-Nothing on the hot path touches a metric object: the pipeline keeps plain
-counters and detector results, and this collector turns them into metric
-families when Prometheus asks (the pattern of prometheus/client_python's
-custom collectors). Names and labels follow the metrics contract in DESIGN.md.
+Nothing on the hot path touches a metric object: after each batch the
+pipeline publishes a read-only snapshot (:mod:`monitor.engine.snapshot`), and
+this collector turns it into metric families when Prometheus asks (the
+pattern of prometheus/client_python's custom collectors). A scrape never
+waits for a batch. Names and labels follow the metrics contract in
+docs/architecture.md.
 
 Cardinality is bounded: at most ``metrics.max_exported_features`` features per
 model are exported one by one (in the model's feature order); the rest are
@@ -113,59 +115,56 @@ class InfersightCollector(Collector):
         active = GaugeMetricFamily(
             "infersight_alert_active", "1 while an alert of this kind is firing", labels=["model", "alert", "severity"]
         )
-        with pipeline.lock:
-            for model, count in pipeline.records_total.items():
-                records.add_metric([model], count)
-            for reason in REJECT_REASONS:
-                rejected.add_metric([reason], pipeline.rejected_total.get(reason, 0))
-            for model in pipeline.monitors.keys() | pipeline.model_errors.keys():
-                # from 0, so that increase() sees the first error
-                errors.add_metric([model], pipeline.model_errors.get(model, 0))
-            for model, monitor in pipeline.monitors.items():
-                ready.add_metric([model], float(monitor.reference_ready))
-                ignored.add_metric([model], len(monitor.ignored_features))
-                if monitor.last_event_time is not None:
-                    last_ts.add_metric([model], monitor.last_event_time)
-                if (share := monitor.anomaly_ratio()) is not None:
-                    anomaly.add_metric([model], share)
-                tracker = monitor.performance
-                if tracker is not None:
-                    if (accuracy := tracker.accuracy()) is not None:
-                        performance.add_metric([model, "accuracy"], accuracy)
-                    if tracker.reference_accuracy is not None:
-                        performance.add_metric([model, "reference_accuracy"], tracker.reference_accuracy)
-                    for outcome in ("matched", "unmatched", "forgotten"):
-                        labels_joined.add_metric([model, outcome], getattr(tracker, outcome))
-                for cls, share in monitor.prediction_ratios().items():
-                    ratio.add_metric([model, cls], share)
-                exported = set(list(monitor.kinds)[:cap])
-                unexported.add_metric([model], max(0, len(monitor.kinds) - len(exported)))
-                per_detector: dict[str, int] = {}
-                for (detector, feature), result in monitor.latest.items():
-                    if feature in monitor.kinds:  # input features only (not latency_ms)
-                        per_detector[detector] = per_detector.get(detector, 0) + int(result.detected)
-                    if feature and feature not in exported:
-                        continue
-                    labels = [model, detector, feature]
-                    score.add_metric(labels, result.statistic)
-                    threshold.add_metric(labels, result.threshold)
-                    detected.add_metric(labels, float(result.detected))
-                    seen.add_metric(labels, result.n_seen)
-                    if result.p_value is not None:
-                        p_value.add_metric(labels, result.p_value)
-                for detector, count in per_detector.items():
-                    detected_features.add_metric([model, detector], count)
-            for model, digest, approved in pipeline.serving_artifacts():
-                artifact.add_metric([model, digest, "true" if approved else "false"], 1)
-            for (model, alert, severity), value in pipeline.alerts.firing().items():
-                active.add_metric([model, alert, severity], value)
-            buckets = pipeline.batch_duration.cumulative()
-            duration_sum = pipeline.batch_duration.total
+        snap = pipeline.snapshot()
+        for model, count in snap.records_total.items():
+            records.add_metric([model], count)
+        for reason in REJECT_REASONS:
+            rejected.add_metric([reason], snap.rejected_total.get(reason, 0))
+        for model in snap.models.keys() | snap.model_errors.keys():
+            # from 0, so that increase() sees the first error
+            errors.add_metric([model], snap.model_errors.get(model, 0))
+        for model, view in snap.models.items():
+            ready.add_metric([model], float(view.reference_ready))
+            ignored.add_metric([model], view.ignored_features)
+            if view.last_event_time is not None:
+                last_ts.add_metric([model], view.last_event_time)
+            if view.anomaly_ratio is not None:
+                anomaly.add_metric([model], view.anomaly_ratio)
+            for metric, value in view.performance.items():
+                performance.add_metric([model, metric], value)
+            for outcome, count in view.labels.items():
+                labels_joined.add_metric([model, outcome], count)
+            for cls, share in view.prediction_ratios.items():
+                ratio.add_metric([model, cls], share)
+            features = set(view.features)
+            exported = set(view.features[:cap])
+            unexported.add_metric([model], max(0, len(view.features) - len(exported)))
+            per_detector: dict[str, int] = {}
+            for result in view.results:
+                if result.subject in features:  # input features only (not latency_ms)
+                    per_detector[result.check] = per_detector.get(result.check, 0) + int(result.detected)
+                if result.subject and result.subject not in exported and result.subject in features:
+                    continue
+                labels = [model, result.check, result.subject]
+                score.add_metric(labels, result.statistic)
+                threshold.add_metric(labels, result.threshold)
+                detected.add_metric(labels, float(result.detected))
+                seen.add_metric(labels, result.n_seen)
+                if result.p_value is not None:
+                    p_value.add_metric(labels, result.p_value)
+            for detector, count in per_detector.items():
+                detected_features.add_metric([model, detector], count)
+        for model, digest, approved in snap.artifacts:
+            artifact.add_metric([model, digest, "true" if approved else "false"], 1)
+        for (model, alert, severity), value in snap.alerts_firing.items():
+            active.add_metric([model, alert, severity], value)
+        buckets = list(snap.batch_duration_buckets)
+        duration_sum = snap.batch_duration_sum
         unknown = CounterMetricFamily(
             "infersight_labels_unknown_model",
             "Label messages for models this daemon does not monitor (wrong model_id, or another daemon's partition)",
         )
-        unknown.add_metric([], pipeline.labels_unknown_model)
+        unknown.add_metric([], snap.labels_unknown_model)
         yield unknown
         yield from (records, rejected, errors, score, threshold, p_value, detected, seen, detected_features)
         yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, anomaly, artifact, active)

@@ -1,6 +1,6 @@
 """Checkpoints: per-model state and the offset it reflects, in a compacted topic.
 
-DESIGN principle 4: nothing lost, nothing counted twice. Every
+Principle 4 of docs/architecture.md: nothing lost, nothing counted twice. Every
 ``checkpoint_interval_seconds`` the daemon writes each model's state to
 ``<topic>.state`` (key ``<topic>/<model_id>``, value JSON with the source
 partition and the offset the state reflects), flushes, and only then commits
@@ -12,7 +12,7 @@ are replayed into exactly the state that had not seen them.
 If a daemon dies between writing the checkpoint and committing, a state can be
 *ahead* of the committed offset; the daemon then skips, for that model only
 (by message key), the records the state already reflects. This is why the
-message key must be the ``model_id`` (DESIGN wire schema).
+message key must be the ``model_id`` (README, wire schema).
 
 The codec is the stdlib ``json``: unlike orjson it keeps NaN, which detector
 states use for missing values.

@@ -166,7 +166,7 @@ class Daemon:
                     max_request_size=MAX_STATE_BYTES,
                     bootstrap_timeout_ms=5000,
                 )
-                checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.checkpoint_topic, producer)
+                checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.state_topic, producer)
                 checkpoints.ensure_topic()
                 if kafka.labels_topic:
                     # co-partitioned with the inference topic, so that the range
@@ -202,9 +202,9 @@ class Daemon:
                 kafka.bootstrap_servers,
                 ", ".join(topics),
                 kafka.group_id,
-                kafka.dlq_topic,
-                kafka.alert_topic,
-                kafka.checkpoint_topic,
+                kafka.dead_letter_topic,
+                kafka.alerts_topic,
+                kafka.state_topic,
             )
             return True
         return False
@@ -277,7 +277,7 @@ class Daemon:
                 # died between checkpoint and commit: this state is ahead
                 self.skip_until[(checkpoint["partition"], model_id.encode())] = checkpoint["offset"]
         log.info("partitions %s assigned: restored %d models from %s", sorted(gained), len(restored),
-                 self.settings.kafka.checkpoint_topic)
+                 self.settings.kafka.state_topic)
         return {(topic, p) for p in gained} | {(labels_topic, p) for p in gained_labels}
 
     def _handle(self, polled: dict) -> None:
@@ -302,9 +302,9 @@ class Daemon:
         dead = [(r, messages[r.index]) for r in outcome.rejects]
         dead += [(r, label_messages[r.index]) for r in outcome.label_rejects]
         for reject, message in dead:
-            self.producer.send(kafka.dlq_topic, value=reject.raw, key=message.key, headers=_dlq_headers(reject, message))
+            self.producer.send(kafka.dead_letter_topic, value=reject.raw, key=message.key, headers=_dlq_headers(reject, message))
         for event in outcome.events:
-            self.producer.send(kafka.alert_topic, value=orjson.dumps(event.to_dict()), key=event.model.encode())
+            self.producer.send(kafka.alerts_topic, value=orjson.dumps(event.to_dict()), key=event.model.encode())
         # Dead letters and alerts are flushed with the next checkpoint, before
         # the offsets that produced them are committed.
 

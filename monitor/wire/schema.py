@@ -2,7 +2,7 @@
 
 One call per batch (``decode_batch``). Parsing and validation happen together
 in C: msgspec decodes each message straight into a typed struct (the fastest
-option measured in DESIGN.md, ~4x pydantic per record and far faster than
+option measured, ~4x pydantic per record and far faster than
 ``TypeAdapter(list[...])``); only what a type cannot say (the forms of
 ``prediction``, RFC 3339 timestamps) is checked in Python afterwards. Every record that fails comes back as a :class:`Reject` carrying its
 original bytes and one reason from :data:`REJECT_REASONS`, so the caller can

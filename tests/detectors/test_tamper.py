@@ -17,8 +17,8 @@ import pytest
 
 from detectors.tamper.canary import CanaryProbes
 from detectors.tamper.output_shape import ClassConcentration, ConfidenceBimodality, EntropyCollapse
-from detectors.tamper.segment_rate import SegmentSuppression
-from detectors.tamper.trigger import TriggerActivation
+from detectors.tamper.segment_suppression import SegmentSuppression
+from detectors.tamper.trigger_activation import TriggerActivation
 from monitor.engine.integrity import ArtifactIntegrity
 
 OBJ = lambda *v: np.array(v, dtype=object)  # noqa: E731
