@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors bench-budget clean
+.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors bench-budget bench-fleet clean
 
 help:
 	@echo "make demo             start a local Kafka, the daemon and simulated traffic; watch a drift alert fire"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench            all benchmarks: bench-pipeline (throughput per stage) and"
 	@echo "                      bench-detectors (detector speed, accuracy, false alarms vs River),"
 	@echo "                      bench-budget (each model's total false-alarm rate vs its promise)"
+	@echo "make bench-fleet      10, 100, 1000 models end to end on the local broker (starts it if needed)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,10 @@ bench-detectors: install
 
 bench-budget: install
 	$(BIN)/python -m bench.budget
+
+bench-fleet: install
+	@deploy/kafka/kafka.sh status >/dev/null 2>&1 || deploy/kafka/kafka.sh up
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .kafka .run *.egg-info

@@ -46,6 +46,16 @@ class DriftResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Frozen(dict):
+    """A part of a detector's state that will not change any more (a fitted
+    reference summary). A detector returns the same object from every
+    ``state_dict`` call, so a checkpoint writer can store it once and refer
+    to it afterwards (monitor/engine/state.py). ``blob_name`` is set on parts
+    read back from such a store."""
+
+    blob_name: str | None = None
+
+
 def shift_examples(x: np.ndarray, batch_start: int, change: int, detected_at: int, up: bool, k: int = 5) -> tuple[int, ...]:
     """Positions in the batch ``x`` (its first value is stream position
     ``batch_start``) of the ``k`` values that best show a mean shift: from

@@ -54,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(
         args,
         {
-            "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id},
+            "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id,
+                      "group_instance_id": args.instance_id},
             "metrics": {"port": args.metrics_port, "host": args.metrics_host},
         },
     )
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Kafka brokers (default localhost:9092)")
     run.add_argument("--topic", help="inference-log topic (default inference-logs)")
     run.add_argument("--group-id", help="consumer group (default infersight)")
+    run.add_argument("--instance-id", metavar="ID",
+                     help="static group membership, unique per daemon and stable across restarts (e.g. the pod "
+                     "name): a restarted daemon gets its partitions back at once, not after the session timeout")
     run.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9108; 0 = any free)")
     run.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on (default 0.0.0.0)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -22,6 +22,9 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = "localhost:9092"
     topic: str = "inference-logs"
     group_id: str = "infersight"
+    group_instance_id: str | None = Field(
+        None, description="static group membership (e.g. the pod name): a restarted daemon resumes at once"
+    )
     dead_letter_topic: str | None = Field(None, description="default: <topic>.dlq")
     alerts_topic: str | None = Field(None, description="default: <topic>.alerts")
     state_topic: str | None = Field(None, description="compacted checkpoint topic; default: <topic>.state")

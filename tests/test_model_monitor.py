@@ -1,11 +1,10 @@
 """Per-model monitor: reference learning, detection, and exact resume from a checkpoint."""
 
-import json
-
 import orjson
 
 from monitor.config import Settings
 from monitor.engine.model_monitor import ModelMonitor
+from monitor.engine.state import StateWriter, decode
 from monitor.wire.route import build_model_batch
 from monitor.wire.schema import decode_batch
 from monitor.tools.simulate import Scenario, generate_records
@@ -49,8 +48,9 @@ def test_checkpoint_round_trip_resumes_exactly():
     for cut in (1, 4, 8):  # while learning the reference, just after, mid-stream
         first = ModelMonitor("credit-risk", WITH_LABELS)
         got = [summary(first.update(b)) for b in all_batches[:cut]]
-        # the checkpoint codec is stdlib json (it keeps NaN)
-        state = json.loads(json.dumps(first.state_dict()))
+        # through the checkpoint codec (frozen parts as blobs)
+        record, blobs = StateWriter().encode(first.state_dict())
+        state = decode(record, blobs)
         resumed = ModelMonitor.from_state(state, WITH_LABELS)
         got += [summary(resumed.update(b)) for b in all_batches[cut:]]
         assert got == expected, f"diverged after a checkpoint at batch {cut}"

@@ -40,7 +40,7 @@ from typing import Any, Callable, ClassVar, Self
 
 import numpy as np
 
-from detectors.base import DriftResult, Detector
+from detectors.base import DriftResult, Detector, Frozen
 
 STATE_VERSION = 1
 
@@ -72,6 +72,7 @@ class WindowedTwoSampleDetector(Detector):
         **options: Any,
     ) -> None:
         self._setup(window_size=window_size, alpha=alpha, sliding=sliding, seed=seed, **options)
+        self._frozen_reference: Frozen | None = None
         self._fit(reference)
         self._calibrate()
         self._reset_window()
@@ -259,11 +260,15 @@ class WindowedTwoSampleDetector(Detector):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        if self._frozen_reference is None:
+            # fitted once, never changed: the same object every time, so a
+            # checkpoint writer can store it once (monitor/engine/state.py)
+            self._frozen_reference = Frozen(self._reference_state())
         return {
             "name": self.name,
             "version": STATE_VERSION,
             "params": self._params(),
-            "reference": self._reference_state(),
+            "reference": self._frozen_reference,
             "buffer": self._values_to_state(self._buf),
             "buffer_positions": self._buf_pos.tolist(),
             "n_seen": self._n_seen,
@@ -280,6 +285,7 @@ class WindowedTwoSampleDetector(Detector):
         obj = cls.__new__(cls)
         obj._setup(**state["params"])
         obj._load_reference(state["reference"])
+        obj._frozen_reference = state["reference"] if isinstance(state["reference"], Frozen) else None
         obj._calibrate()
         obj._buf = obj._values_from_state(state["buffer"])
         obj._buf_pos = np.asarray(state["buffer_positions"], dtype=np.int64)

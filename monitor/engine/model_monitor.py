@@ -31,7 +31,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from detectors.base import DriftResult
+from detectors.base import DriftResult, Frozen
 from monitor.config import Settings
 from monitor.engine.budget import Budget
 from monitor.engine.findings import PERFORMANCE_DEGRADED, Finding
@@ -213,6 +213,7 @@ class ModelMonitor:
         self._pending: list[ModelBatch] = []  # records of the chunk being filled
         self._reference: _ReferenceBuffer | None = _ReferenceBuffer(limits.max_features_per_model)
         self.shape: ModelShape | None = None
+        self._frozen_shape: Frozen | None = None
         self.ignored_features: set[str] = set()  # seen after the reference, or over the cap
         self.slots: list[Slot] = build_traffic_slots(settings, self.budget, self.step, canary_expectations)
         self.latest: dict[tuple[str, str], DriftResult] = {}
@@ -374,7 +375,7 @@ class ModelMonitor:
             "last_event_time": self.last_event_time,
             "pending": None if pending is None else batch_state(pending),
             "reference": None if self._reference is None else self._reference.state_dict(),
-            "shape": None if self.shape is None else self.shape.state_dict(),
+            "shape": self._shape_state(),
             "ignored_features": sorted(self.ignored_features),
             "slots": [slot.state_dict() for slot in self.slots],
             "latest": [[check, subject, asdict(r)] for (check, subject), r in self.latest.items()],
@@ -383,6 +384,14 @@ class ModelMonitor:
             "recent_next": self._recent_next,
             "performance": None if self.performance is None else self.performance.state_dict(),
         }
+
+    def _shape_state(self) -> dict | None:
+        # fixed by the reference: the same (frozen) object every time
+        if self.shape is None:
+            return None
+        if self._frozen_shape is None:
+            self._frozen_shape = Frozen(self.shape.state_dict())
+        return self._frozen_shape
 
     @classmethod
     def from_state(cls, state: dict, settings: Settings) -> ModelMonitor:
@@ -398,6 +407,8 @@ class ModelMonitor:
         monitor._pending = [] if state["pending"] is None else [batch_from_state(state["pending"])]
         monitor._reference = None if state["reference"] is None else _ReferenceBuffer.from_state(state["reference"])
         monitor.shape = None if state["shape"] is None else ModelShape.from_state(state["shape"])
+        if isinstance(state["shape"], Frozen):
+            monitor._frozen_shape = state["shape"]
         monitor.ignored_features = set(state["ignored_features"])
         monitor.slots = [slot_from_state(s) for s in state["slots"]]
         monitor.latest = {

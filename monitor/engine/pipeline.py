@@ -74,6 +74,8 @@ class Pipeline:
         # snapshot published after each batch.
         self.lock = threading.Lock()
         self._snapshot = PipelineSnapshot.build(self, {})
+        # models whose state changed since their last saved checkpoint
+        self._dirty: set[str] = set()
 
     def process(
         self,
@@ -121,6 +123,7 @@ class Pipeline:
             seconds = time.perf_counter() - started
             self.batch_duration.observe(seconds)
             self._publish(groups.keys() | label_models)
+            self._dirty |= groups.keys() | label_models
         rejects.sort(key=lambda r: r.index)
         return BatchOutcome(
             n_records=len(raws),
@@ -179,6 +182,7 @@ class Pipeline:
             else:
                 self.integrity.approved.pop(model_id, None)
             self._publish({model_id} & self.monitors.keys())
+            self._dirty |= {model_id} & self.monitors.keys()
 
     def _check_integrity(self, batch: ModelBatch) -> list[Finding]:
         """Integrity decisions, taken at records, not at poll batches: a bad
@@ -231,7 +235,9 @@ class Pipeline:
     # -- checkpoints ----------------------------------------------------------
 
     def checkpoint(self) -> dict[str, dict]:
-        """Every model's state with the partition it belongs to."""
+        """The state of every model that changed since its last saved
+        checkpoint, with the partition it belongs to. A model that saw nothing
+        costs nothing; call :meth:`saved` once these are stored."""
         with self.lock:
             return {
                 model_id: {
@@ -242,7 +248,13 @@ class Pipeline:
                     "digests_last_seen": self.digest_last_seen.get(model_id, {}),
                 }
                 for model_id, monitor in self.monitors.items()
+                if model_id in self._dirty
             }
+
+    def saved(self, models) -> None:
+        """These models' checkpoints are stored."""
+        with self.lock:
+            self._dirty.difference_update(models)
 
     def restore(self, model_id: str, checkpoint: dict) -> None:
         monitor = ModelMonitor.from_state(checkpoint["model"], self.settings)
@@ -264,6 +276,7 @@ class Pipeline:
                 self.digest_last_seen.pop(model_id, None)
                 del self.model_partition[model_id]
                 self.alerts.forget(model_id)
+                self._dirty.discard(model_id)
             self._publish(gone)
             return gone
 

@@ -32,6 +32,8 @@ class RuntimeStatus:
 
     kafka_connected: bool = False
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    checkpoint_bytes: int = 0  # state written to the state topic
+    checkpoint_cpu_seconds: float = 0.0  # CPU spent writing it (state, encoding, sending)
 
 
 class InfersightCollector(Collector):
@@ -183,6 +185,13 @@ class InfersightCollector(Collector):
         for (topic, partition), value in sorted(self.runtime.consumer_lag.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        written = CounterMetricFamily("infersight_checkpoint_bytes", "Bytes of model state written to the state topic")
+        written.add_metric([], self.runtime.checkpoint_bytes)
+        yield written
+        spent = CounterMetricFamily("infersight_checkpoint_cpu_seconds",
+                                    "CPU seconds spent writing checkpoints (state, encoding, sending)")
+        spent.add_metric([], self.runtime.checkpoint_cpu_seconds)
+        yield spent
         info = GaugeMetricFamily("infersight_build_info", "infersight version", labels=["version"])
         info.add_metric([VERSION], 1)
         yield info

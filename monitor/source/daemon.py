@@ -147,6 +147,9 @@ class Daemon:
                 consumer = KafkaConsumer(
                     bootstrap_servers=kafka.bootstrap_servers,
                     group_id=kafka.group_id,
+                    # static membership: a restarted daemon with the same id gets
+                    # its partitions back at once instead of after the session timeout
+                    group_instance_id=kafka.group_instance_id,
                     client_id="infersight",
                     enable_auto_commit=False,
                     auto_offset_reset=kafka.auto_offset_reset,
@@ -162,11 +165,12 @@ class Daemon:
                     client_id="infersight",
                     acks="all",
                     linger_ms=20,
-                    compression_type="gzip",  # checkpoints are repetitive JSON
+                    compression_type="gzip",  # checkpoints and alert events compress well
                     max_request_size=MAX_STATE_BYTES,
                     bootstrap_timeout_ms=5000,
                 )
-                checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.state_topic, producer)
+                checkpoints = CheckpointStore(kafka.bootstrap_servers, kafka.topic, kafka.state_topic, producer,
+                                              group_id=kafka.group_id)
                 checkpoints.ensure_topic()
                 if kafka.labels_topic:
                     # co-partitioned with the inference topic, so that the range
@@ -319,7 +323,10 @@ class Daemon:
         entries = self.pipeline.checkpoint()
         for checkpoint in entries.values():
             checkpoint["offset"] = offsets.get(TopicPartition(topic, checkpoint["partition"]))
-        self.checkpoints.save(entries)  # flushes dead letters and alerts too
+        started = time.process_time()
+        self.runtime.checkpoint_bytes += self.checkpoints.save(entries)  # flushes dead letters and alerts too
+        self.pipeline.saved(entries.keys())
+        self.runtime.checkpoint_cpu_seconds += time.process_time() - started
         try:
             self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
         except CommitFailedError as exc:
