@@ -27,6 +27,7 @@ SEVERITY = {
     "performance_degraded": "critical",
     "output_shape": "warning",
     "artifact_unapproved": "critical",
+    "approval_rejected": "critical",  # a registry approval failed its signature check
     "canary_mismatch": "critical",
     "trigger_suspected": "critical",
     "segment_suppression": "critical",
@@ -73,7 +74,8 @@ def _iso(epoch: float) -> str:
 
 #: kinds that page on the first detection: each is already a calibrated,
 #: specific finding, and a swapped model must not serve for another window
-FIRE_AT_ONCE = frozenset({"artifact_unapproved", "canary_mismatch", "trigger_suspected", "segment_suppression"})
+FIRE_AT_ONCE = frozenset({"artifact_unapproved", "approval_rejected", "canary_mismatch", "trigger_suspected",
+                          "segment_suppression"})
 
 
 class AlertBook:

@@ -20,6 +20,7 @@ import numpy as np
 from detectors.base import DriftResult
 from monitor.engine.alerts import AlertBook, AlertEvent
 from monitor.config import Settings
+from monitor.engine.approvals import Decision, rejection_findings
 from monitor.engine.integrity import ArtifactIntegrity
 from monitor.engine.model_monitor import Finding, ModelMonitor
 from monitor.wire.route import build_model_batch, group_by_model
@@ -56,6 +57,7 @@ class Pipeline:
             max_digests_per_model=integrity.max_digests_per_model,
             max_models=settings.limits.max_models,
             tofu_severity=integrity.tofu_severity,
+            require_signed=integrity.require_signed_approvals,
         )
         expectations_file = settings.tamper.canary.expectations_file
         self.canary_expectations = load_expectations(expectations_file) if expectations_file else None
@@ -108,7 +110,8 @@ class Pipeline:
                     self.model_errors[model_id] += len(model_records)
                     log.exception("model %s: %d records not monitored after an internal error",
                                   model_id, len(model_records))
-                complete.update((model_id, kind) for kind in ("artifact_unapproved", *TamperWatch.COMPLETE_KINDS))
+                complete.update((model_id, kind) for kind in ("artifact_unapproved", "approval_rejected",
+                                                              *TamperWatch.COMPLETE_KINDS))
                 self.records_total[model_id] += len(model_records)
             findings.extend(self._join_labels(labels))
             events = self.alerts.observe(findings, complete)
@@ -173,6 +176,11 @@ class Pipeline:
             else:
                 self.integrity.approved.pop(model_id, None)
 
+    def apply_approval(self, decision: Decision) -> None:
+        """Apply the registry gate's decision on one approval message."""
+        with self.lock:
+            decision.apply(self.integrity)
+
     def _check_integrity(self, batch) -> list[Finding]:
         """One decision per digest served in the batch: approved or not. The
         first sighting of a bad digest carries the integrity event's detail."""
@@ -195,6 +203,7 @@ class Pipeline:
                                  detail=detail, extra={"kind": event.kind if event else "unapproved_digest"})
             findings.append(Finding(batch.model_id, "artifact_unapproved", digest, "integrity", result, examples,
                                     event_time, since_record=None))
+        findings.extend(rejection_findings(self.integrity, batch.model_id, event_time))
         return findings
 
     # -- checkpoints ----------------------------------------------------------
