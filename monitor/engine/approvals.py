@@ -131,12 +131,18 @@ class TrustedKeys:
     def load(cls, paths) -> TrustedKeys:
         """Read PEM public keys (ECDSA P-256/384/521, model-signing's key method);
         a missing or unsupported file raises ``ValueError`` naming it."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
         from model_signing._signing import sign_ec_key
 
         verifiers = {}
         for path in paths:
             path = Path(path)
             try:
+                key = serialization.load_pem_public_key(path.read_bytes())
+                if not isinstance(key, ec.EllipticCurvePublicKey):
+                    raise ValueError(f"a {type(key).__name__}; model-signing's key method takes EC keys "
+                                     "(P-256, P-384, P-521)")
                 verifier = sign_ec_key.Verifier(path)
             except (OSError, ValueError, TypeError) as exc:
                 raise ValueError(f"trusted key {path}: {exc}") from None
