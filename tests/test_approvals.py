@@ -203,6 +203,41 @@ def test_too_many_signatures_are_refused_before_any_is_checked(kit):
     assert gate(kit).review("fraud", orjson.dumps(flood)).rejection.reason == "malformed"
 
 
+def test_mutated_approvals_never_crash_the_gate_and_never_approve_anything_else(kit):
+    """Seeded byte flips and structural edits of a genuine approval: each is
+    either refused with a declared reason, or approves exactly the genuine digest."""
+    import random
+
+    genuine = sign_approval("fraud", [kit["good"]], kit["release_key"])
+    body = orjson.dumps(genuine)
+    rng = random.Random(15)
+    outcomes = {}
+    for i in range(400):
+        if i % 2:
+            raw = bytearray(body)
+            for _ in range(rng.randint(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            value = bytes(raw)
+        else:
+            edited = copy.deepcopy(genuine)
+            bundle = edited["signatures"][0]
+            victim = rng.choice([bundle, bundle["dsseEnvelope"], bundle["verificationMaterial"],
+                                 bundle["verificationMaterial"]["publicKey"], bundle["dsseEnvelope"]["signatures"][0],
+                                 edited])
+            key = rng.choice(sorted(victim))
+            victim[key] = rng.choice([None, 0, "", [], {}, "x" * 10, victim[key]])
+            value = orjson.dumps(edited)
+        decision = gate(kit).review("fraud", value)
+        if decision.rejection is None:
+            assert decision.digests == genuine["digests"], value
+            outcome = "accepted"
+        else:
+            assert decision.rejection.reason in REASONS
+            outcome = decision.rejection.reason
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get("malformed", 0) > 50 and outcomes.get("accepted", 0) > 10, outcomes
+
+
 def test_every_reason_is_a_declared_label():
     assert len(set(REASONS)) == len(REASONS) == 7
 

@@ -59,7 +59,9 @@ True
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -217,13 +219,14 @@ def verify_signature(model_id: str, bundle: Any, trusted: TrustedKeys) -> Signed
     if not candidates:
         raise ApprovalRejected("untrusted_key", f"signed by key {str(hint)[:16]}, which is not a trusted key "
                                f"(trusted: {', '.join(trusted.fingerprints()) or 'none configured'})")
-    failures = []
     for candidate in candidates:
         try:
-            manifest = trusted.verifiers[candidate].verify(sign_sigstore_pb.Signature(parsed))
+            # model-signing prints a warning to stdout for bundles without a key
+            # hint; a hostile registry must not be able to write to our stdout
+            with contextlib.redirect_stdout(io.StringIO()):
+                manifest = trusted.verifiers[candidate].verify(sign_sigstore_pb.Signature(parsed))
         except InvalidSignature:
-            failures.append(candidate)
-            continue
+            continue  # another trusted key may have made it (bundles without a key hint)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ApprovalRejected("malformed", f"signed statement not understood: {exc}") from None
         break
@@ -367,6 +370,10 @@ class ApprovalGate:
         except ApprovalRejected as rejected:
             if not rejected.digests:
                 rejected.digests = list(dict.fromkeys(d for d in claimed if isinstance(d, str)))
+            return Decision(model_id, rejection=rejected)
+        except Exception as exc:  # noqa: BLE001 - whatever a hostile message trips in parsing is a refusal
+            rejected = ApprovalRejected("malformed", f"unreadable approval ({type(exc).__name__}: {exc})",
+                                        [d for d in claimed if isinstance(d, str)])
             return Decision(model_id, rejection=rejected)
         if all(t is not None for t in issued):
             self.newest[model_id] = max(issued)
