@@ -197,6 +197,16 @@ def test_malformed_messages_are_refused_with_a_reason(kit, value):
     assert gate(kit).review("fraud", value).rejection.reason == "malformed"
 
 
+def test_hostile_keys_and_claims_do_not_reach_metric_labels_as_they_are(kit):
+    decision = gate(kit).review("fraud\n{evil=\"1\"}" + "x" * 500, orjson.dumps({"digests": []}))
+    assert decision.rejection.reason == "malformed"
+    assert len(decision.model_id) == 128 and set(decision.model_id) <= set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+    good = artifact_digest(kit["good"])
+    junk = gate(kit).review("fraud", orjson.dumps({"digests": [good, "sha256:" + "Z" * 5000]}))
+    assert junk.rejection.reason == "malformed" and junk.rejection.digests == [good]
+
+
 def test_too_many_signatures_are_refused_before_any_is_checked(kit):
     approval = sign_approval("fraud", [kit["good"]], kit["release_key"])
     flood = dict(approval, signatures=approval["signatures"] * (MAX_SIGNATURES + 1))

@@ -84,6 +84,9 @@ REASONS = (
 )
 
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+#: the wire schema's model_id (monitor/wire/schema.py): a registry key outside
+#: it can name no served model, and must not reach a metric label as it is
+MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: signatures (approved artifacts) one message may carry: bounds the work a
 #: hostile registry can ask of the daemon per message
 MAX_SIGNATURES = 64
@@ -330,6 +333,10 @@ class ApprovalGate:
         self.newest: dict[str, float] = {}  # model -> issued_at of its newest accepted signed approval
 
     def review(self, model_id: str, value: bytes | None) -> Decision:
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            shown = re.sub(r"[^A-Za-z0-9._:-]", "_", model_id[:128]) or "_"
+            return Decision(shown, rejection=ApprovalRejected(
+                "malformed", f"registry key {model_id[:64]!r} is not a model id (1-128 of [A-Za-z0-9._:-])"))
         if value is None:
             return Decision(model_id)  # tombstone: approvals withdrawn
         claimed: list[str] = []
@@ -367,13 +374,13 @@ class ApprovalGate:
                                        f"(issued {_iso(newest)}): a replayed approval")
         except orjson.JSONDecodeError as exc:
             return Decision(model_id, rejection=ApprovalRejected("malformed", f"not JSON: {exc}"))
-        except ApprovalRejected as rejected:
-            if not rejected.digests:
-                rejected.digests = list(dict.fromkeys(d for d in claimed if isinstance(d, str)))
-            return Decision(model_id, rejection=rejected)
         except Exception as exc:  # noqa: BLE001 - whatever a hostile message trips in parsing is a refusal
-            rejected = ApprovalRejected("malformed", f"unreadable approval ({type(exc).__name__}: {exc})",
-                                        [d for d in claimed if isinstance(d, str)])
+            rejected = exc if isinstance(exc, ApprovalRejected) else ApprovalRejected(
+                "malformed", f"unreadable approval ({type(exc).__name__}: {exc})")
+            # only well-formed claims become metric labels; bounded like everything else
+            rejected.digests = list(dict.fromkeys(
+                d for d in (rejected.digests or claimed) if isinstance(d, str) and DIGEST_PATTERN.fullmatch(d)
+            ))[:MAX_SIGNATURES]
             return Decision(model_id, rejection=rejected)
         if all(t is not None for t in issued):
             self.newest[model_id] = max(issued)
@@ -385,6 +392,9 @@ def rejection_findings(integrity, model_id: str, event_time: float) -> list:
     """One ``approval_rejected`` finding per refused approval of the model still
     open: the alert fires on the model's next batch and resolves once a valid
     approval supersedes the refused ones."""
+    rejections = integrity.open_rejections(model_id)
+    if not rejections:
+        return []
     from detectors.base import DriftResult
     from monitor.engine.model_monitor import Finding
 
@@ -395,7 +405,7 @@ def rejection_findings(integrity, model_id: str, event_time: float) -> list:
                                    f"{model_id} was refused ({r.reason}): {r.detail}",
                             extra={"reason": r.reason}),
                 [], event_time, since_record=None)
-        for r in integrity.open_rejections(model_id)
+        for r in rejections
     ]
 
 

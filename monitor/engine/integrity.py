@@ -214,6 +214,8 @@ class ArtifactIntegrity:
 
     def open_rejections(self, model: str | None = None) -> list[ApprovalRejection]:
         """Refused approvals not yet superseded (of one model, or all)."""
+        if not self.rejections:
+            return []  # the usual case, checked on every model batch
         return [r for (m, _), r in self.rejections.items() if model is None or m == model]
 
     def approvals_rejected_total(self) -> dict[str, int]:
