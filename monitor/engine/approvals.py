@@ -15,7 +15,10 @@ after the ``model_id`` (that binds the approval to one model) and its digest is
 the sha256 over the per-file digests; the predicate lists every file with its
 sha256. ``predicate.infersight.issued_at`` (RFC 3339) orders approvals of a
 model. A bundle written by :func:`sign_approval` also verifies with
-model-signing's own ``verify key`` against the model's files.
+model-signing's own ``verify key`` against the model's files. The daemon has
+no model files, only digests; model-signing's public API verifies against
+files, so this module uses its key-based ``Signer``/``Verifier`` classes
+(``model_signing._signing``), with the dependency pinned to a minor release.
 
 **The approval message** (registry topic, key ``model_id``)::
 
