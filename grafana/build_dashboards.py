@@ -328,18 +328,29 @@ def model() -> dict:
              thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.05}]),
         stat("Unexported features", f"max(infersight_features_unexported{{{m}}})",
              description="Features over metrics.max_exported_features: monitored, but not exported one by one."),
-        table("Artifact (served model file)",
-              [target(f"max by (digest, approved) (infersight_model_artifact_info{{{m}}})", instant=True,
+        table("Artifact (served model file) and who signed its approval",
+              [target(f"max by (digest, approved, signer) (infersight_model_artifact_info{{{m}}})", instant=True,
                       fmt="table")],
-              w=24, h=4,
-              description="Digests reported by the model's records; approved=false pages "
-                          "(InfersightArtifactUnapproved).",
+              w=18, h=4,
+              description="Digests reported by the model's records (infersight digest PATH computes them); "
+                          "approved=false pages (InfersightArtifactUnapproved). signer: fingerprint of the "
+                          "trusted key whose signed approval lets the digest serve; none = not signed "
+                          "(config approval, unsigned registry approval or trust on first use).",
               transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
               overrides=[{"matcher": {"id": "byName", "options": "approved"},
                           "properties": [{"id": "mappings", "value": [{"type": "value", "options": {
                               "true": {"color": "green", "text": "approved"},
                               "false": {"color": "red", "text": "NOT APPROVED"}}}]},
-                                         {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}]),
+                                         {"id": "custom.cellOptions", "value": {"type": "color-background"}}]},
+                         {"matcher": {"id": "byName", "options": "signer"},
+                          "properties": [{"id": "mappings", "value": [{"type": "value", "options": {
+                              "none": {"color": "orange", "text": "unsigned"}}}]},
+                                         {"id": "custom.cellOptions", "value": {"type": "color-text"}}]}]),
+        stat("Refused registry approvals", f"count(infersight_approval_rejected_info{{{m}}}) or vector(0)",
+             w=6, thresholds=RED_IF_1,
+             description="Approvals of this model the daemon refused (unsigned, untrusted key, altered, ...) "
+                         "and no valid signed approval has superseded yet; each pages "
+                         "(InfersightApprovalRejected)."),
         row("Input drift"),
         timeseries("Drift score / threshold per feature (> 1 = drift)",
                    [target(f"max by (feature, detector) (infersight_drift_score{{{m},{INPUT}}}"
@@ -404,7 +415,8 @@ def model() -> dict:
     ]
     return dashboard(
         "infersight-model", "infersight / Model drill-down",
-        "One model: drift per feature over time, prediction mix, anomaly ratio, performance, artifact digest.",
+        "One model: drift per feature over time, prediction mix, anomaly ratio, performance, artifact digest "
+        "and who signed it.",
         panels,
         variables=[query_var("model", "label_values(infersight_records_total, model)", "Model")],
         annotations=[{"name": "Prometheus alerts", "datasource": DS, "enable": True, "iconColor": "red",

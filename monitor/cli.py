@@ -1,8 +1,9 @@
 """``infersight``: the command line.
 
 Subcommands: ``run`` (the Kafka daemon), ``replay`` (the same pipeline over a
-JSONL file), ``simulate`` (traffic to Kafka or a file), ``check-config`` and
-``score-series`` (the standalone anomaly / change-point scorer).
+JSONL file), ``simulate`` (traffic to Kafka or a file), ``check-config``,
+``score-series`` (the standalone anomaly / change-point scorer), and for signed
+approvals ``digest``, ``approve`` and ``verify-approval``.
 """
 
 from __future__ import annotations
@@ -257,6 +258,112 @@ def cmd_score_series(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# -- digest, approve, verify-approval -------------------------------------------
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from monitor.engine.approvals import artifact_digest
+
+    status = 0
+    for path in args.paths:
+        if not Path(path).exists():
+            print(f"infersight: no such file or directory: {path}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        try:
+            print(f"{artifact_digest(path)}  {path}" if len(args.paths) > 1 else artifact_digest(path))
+        except (OSError, ValueError) as exc:
+            print(f"infersight: {path}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    import os
+
+    import orjson
+
+    from monitor.engine.approvals import sign_approval
+
+    for path in args.model_path:
+        if not Path(path).exists():
+            print(f"infersight: no such file or directory: {path}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.publish and not args.topic:
+        print("infersight: --publish needs --topic (the daemon's integrity.registry_topic)", file=sys.stderr)
+        return EXIT_USAGE
+    password = os.environ.get(args.password_env) if args.password_env else None
+    try:
+        approval = sign_approval(args.model_id, args.model_path, args.key, password=password)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"infersight: cannot sign with {args.key}: {exc}", file=sys.stderr)
+        return 1
+    body = orjson.dumps(approval, option=orjson.OPT_INDENT_2)
+    if args.output:
+        Path(args.output).write_bytes(body + b"\n")
+    elif not args.publish:
+        sys.stdout.write(body.decode() + "\n")
+    signer = approval["signatures"][0]["verificationMaterial"]["publicKey"]["hint"][:16]
+    for digest, path in zip(approval["digests"], args.model_path):
+        print(f"approved {digest} ({path}) for model {args.model_id}, signed by key {signer}", file=sys.stderr)
+    if args.publish:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        try:
+            producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", bootstrap_timeout_ms=10000,
+                                     max_request_size=4 * 1024 * 1024)
+            producer.send(args.topic, key=args.model_id.encode(), value=orjson.dumps(approval)).get(timeout=30)
+            producer.close()
+        except KafkaError as exc:
+            print(f"infersight: not published to {args.topic}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"published to {args.topic} (key {args.model_id})", file=sys.stderr)
+    return 0
+
+
+def cmd_verify_approval(args: argparse.Namespace) -> int:
+    import orjson
+
+    from monitor.engine.approvals import ApprovalGate, TrustedKeys, artifact_digest
+
+    key_paths = list(args.trusted_key or [])
+    if args.config:
+        key_paths += _load(args, {}).integrity.trusted_keys
+    if not key_paths:
+        print("infersight: no trusted key: give --trusted-key PEM or --config with integrity.trusted_keys",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        trusted = TrustedKeys.load(key_paths)
+        raw = Path(args.file).read_bytes()
+    except (OSError, ValueError) as exc:
+        print(f"infersight: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    model_id = args.model_id
+    if model_id is None:
+        try:
+            model_id = orjson.loads(raw).get("model_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            model_id = None
+    if not isinstance(model_id, str):
+        print("infersight: the approval names no model_id; give --model-id", file=sys.stderr)
+        return EXIT_USAGE
+    decision = ApprovalGate(trusted, require_signed=True).review(model_id, raw)
+    if decision.rejection is not None:
+        print(f"REJECTED ({decision.rejection.reason}): model {model_id}: {decision.rejection.detail}")
+        return 1
+    for digest in decision.digests:
+        print(f"OK: model {model_id} may serve {digest}, signed by key {decision.signers[digest]}")
+    if args.model_path:
+        served = artifact_digest(args.model_path)
+        if served not in decision.digests:
+            print(f"MISMATCH: {args.model_path} has digest {served}, which this approval does not approve")
+            return 1
+        print(f"OK: {args.model_path} is {served}")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------
 
 
@@ -331,6 +438,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     score_series_arguments(score)
     score.set_defaults(func=cmd_score_series)
+
+    digest = sub.add_parser("digest", help="print the artifact_digest a serving process logs for a model",
+                            description="sha256:<hex> of a model file, or for a model directory the model-signing "
+                            "manifest digest (sha256 over its files' sha256 digests in path order): the digest a "
+                            "signed approval names and a serving process must put in artifact_digest.")
+    digest.add_argument("paths", nargs="+", metavar="PATH", help="model file or directory")
+    digest.set_defaults(func=cmd_digest)
+
+    approve = sub.add_parser("approve", help="sign an approval of a model's artifact (release team)",
+                             description="Sign the model files at --model-path with a private key (model-signing, "
+                             "ECDSA PEM) as an approval for MODEL_ID; write it (stdout or --output) and optionally "
+                             "publish it to the daemon's registry topic.")
+    approve.add_argument("model_id")
+    approve.add_argument("--model-path", action="append", required=True, metavar="PATH",
+                         help="model file or directory to approve (repeat for several artifacts)")
+    approve.add_argument("--key", required=True, metavar="PEM", help="private key (EC P-256/384/521, PEM)")
+    approve.add_argument("--password-env", metavar="VAR", help="environment variable holding the key's password")
+    approve.add_argument("--output", metavar="FILE", help="write the approval here (default: stdout)")
+    approve.add_argument("--publish", action="store_true", help="also publish it to --topic, key MODEL_ID")
+    approve.add_argument("--topic", help="the registry topic (integrity.registry_topic)")
+    approve.add_argument("--bootstrap-servers", default="localhost:9092")
+    approve.set_defaults(func=cmd_approve)
+
+    verify = sub.add_parser("verify-approval", help="check a signed approval offline",
+                            description="Verify an approval file against trusted public keys, as the daemon does "
+                            "with require_signed_approvals on. Exit 0 if it counts, 1 if refused (with the reason).")
+    verify.add_argument("file", help="approval JSON (as written by `infersight approve`)")
+    verify.add_argument("--trusted-key", action="append", metavar="PEM", help="trusted public key (repeatable)")
+    verify.add_argument("--config", metavar="FILE", help="take integrity.trusted_keys from this config")
+    verify.add_argument("--model-id", help="the model it must approve (default: the file's model_id)")
+    verify.add_argument("--model-path", metavar="PATH", help="also check these model files are what it approves")
+    verify.set_defaults(func=cmd_verify_approval)
     return parser
 
 

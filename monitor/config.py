@@ -137,6 +137,14 @@ class IntegritySettings(_Section):
     )
     tofu_severity: Literal["critical", "warning"] = "critical"
     max_digests_per_model: int = Field(8, ge=1, description="bound of infersight_model_artifact_info series")
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="PEM public keys (ECDSA, model-signing's key method) whose signed approvals count",
+    )
+    require_signed_approvals: bool = Field(
+        False,
+        description="refuse unsigned registry approvals and trust no first digest: the setting for production",
+    )
 
     @field_validator("approved")
     @classmethod
@@ -148,6 +156,20 @@ class IntegritySettings(_Section):
             if bad:
                 raise ValueError(f"{model}: not sha256:<64 lowercase hex>: {bad[:3]}")
         return approved
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_load(cls, paths):
+        from monitor.engine.approvals import TrustedKeys
+
+        TrustedKeys.load(paths)  # a missing or unsupported key fails at start, naming the file
+        return paths
+
+    @model_validator(mode="after")
+    def _signed_needs_keys(self):
+        if self.require_signed_approvals and not self.trusted_keys:
+            raise ValueError("require_signed_approvals needs trusted_keys: no approval could ever count")
+        return self
 
 
 class CanarySettings(_Section):

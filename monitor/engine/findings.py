@@ -25,6 +25,7 @@ LATENCY_SHIFT = "latency_shift"
 PERFORMANCE_DEGRADED = "performance_degraded"
 OUTPUT_SHAPE = "output_shape"
 ARTIFACT_UNAPPROVED = "artifact_unapproved"
+APPROVAL_REJECTED = "approval_rejected"
 CANARY_MISMATCH = "canary_mismatch"
 TRIGGER_SUSPECTED = "trigger_suspected"
 SEGMENT_SUPPRESSION = "segment_suppression"
@@ -58,6 +59,7 @@ ALERT_KINDS: dict[str, AlertKind] = {
         AlertKind(PERFORMANCE_DEGRADED, "critical", False, False, "accuracy from delayed labels dropped"),
         AlertKind(OUTPUT_SHAPE, "warning", False, False, "the shape of the outputs changed (collapse, bimodality)"),
         AlertKind(ARTIFACT_UNAPPROVED, "critical", True, True, "a model file that is not approved is serving"),
+        AlertKind(APPROVAL_REJECTED, "critical", True, True, "a registry approval failed its signature check"),
         AlertKind(CANARY_MISMATCH, "critical", True, True, "a golden query got a different answer"),
         AlertKind(TRIGGER_SUSPECTED, "critical", True, False, "an input condition became tied to one class"),
         AlertKind(SEGMENT_SUPPRESSION, "critical", True, False, "a class vanished inside one segment"),

@@ -12,7 +12,15 @@ Two modes per model:
 - **trust on first use** (no list for the model): the first digest seen is
   trusted; any other digest afterwards is an event (``tofu_severity``,
   default ``critical``: without a registry feed a change of the served file is
-  exactly what an attacker's swap looks like).
+  exactly what an attacker's swap looks like).  With ``require_signed`` there
+  is no trust on first use: a model without a list has nothing approved (the
+  first digest may already be the attacker's).
+
+Approvals fed from the registry are checked first (signed approvals,
+:mod:`monitor.engine.approvals`); :meth:`signer` names the key that signed an
+approved digest, and refused approvals stay open per ``(model, claimed
+digest)`` (:meth:`open_rejections`) until a valid approval of the model
+supersedes them.
 
 A ``model_version`` change is checked too: with a list, a new version whose
 digest is not approved (or is approved for a *different* version) is an event;
@@ -48,6 +56,7 @@ Pure logic, no I/O; state is plain data (:meth:`state_dict` / :meth:`from_state`
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,6 +89,21 @@ class IntegrityEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalRejection:
+    """A registry approval that was refused, still open (see :data:`monitor.engine.approvals.REASONS`)."""
+
+    model: str
+    digest: str  # the digest the approval claimed ("" if none could be read)
+    reason: str
+    detail: str
+
+
+#: refused approvals kept open across all models: a hostile registry publishing
+#: under random model ids must not grow memory or the metric without bound
+MAX_OPEN_REJECTIONS = 256
+
+
 class ArtifactIntegrity:
     """Check served artifact digests and versions against approvals.
 
@@ -95,6 +119,9 @@ class ArtifactIntegrity:
         Models tracked; beyond it checks are skipped and counted in ``refused``.
     tofu_severity
         Severity of a digest change under trust-on-first-use.
+    require_signed
+        No trust on first use: only a model's list approves its digests
+        (``integrity.require_signed_approvals``).
     """
 
     def __init__(
@@ -104,13 +131,18 @@ class ArtifactIntegrity:
         max_models: int = 10_000,
         tofu_severity: str = "critical",
         max_approvals_per_model: int = 1024,
+        require_signed: bool = False,
     ):
+        self.require_signed = bool(require_signed)
         self.max_digests = int(max_digests_per_model)
         self.max_models = int(max_models)
         self.max_approvals = int(max_approvals_per_model)
         self.tofu_severity = tofu_severity
         # model -> {digest: version or None (approved for any version)}
         self.approved: dict[str, dict[str, str | None]] = {}
+        self.signers: dict[str, dict[str, str]] = {}  # model -> digest -> key fingerprint of its approval
+        self.rejections: dict[tuple[str, str], ApprovalRejection] = {}  # (model, claimed digest), oldest first
+        self.rejected_total: Counter[str] = Counter()  # refused approvals by reason
         for model, digests in (approved or {}).items():
             for d in digests:
                 self.approve(model, d)
@@ -135,21 +167,62 @@ class ArtifactIntegrity:
     def revoke(self, model: str, digest: str) -> None:
         """Withdraw an approval (the next record served from it is an event)."""
         self.approved.get(model, {}).pop(digest, None)
+        self.signers.get(model, {}).pop(digest, None)
         done = self.reported.get(model, [])
         done[:] = [k for k in done if f"|{digest}|" not in k]
 
-    def set_approved(self, model: str, digests: list[str]) -> None:
-        """Replace a model's approved list (a compacted registry topic's latest value)."""
+    def set_approved(self, model: str, digests: list[str], signers: dict[str, str] | None = None) -> None:
+        """Replace a model's approved list (a compacted registry topic's latest
+        value); ``signers``: digest -> fingerprint of the key that signed it."""
         self.approved[model] = {}
         for d in digests:
             self.approve(model, d)
+        self.signers[model] = {d: s for d, s in (signers or {}).items() if d in self.approved[model]}
+
+    def withdraw(self, model: str) -> None:
+        """Drop a model's list: back to trust on first use, or, with
+        ``require_signed``, nothing approved."""
+        self.approved.pop(model, None)
+        self.signers.pop(model, None)
 
     def is_approved(self, model: str, digest: str | None) -> bool:
         if digest is None:
             return False
-        if model in self.approved:
-            return digest in self.approved[model]
+        if model in self.approved or self.require_signed:
+            return digest in self.approved.get(model, ())
         return self.trusted.get(model) == digest
+
+    def signer(self, model: str, digest: str) -> str:
+        """Fingerprint of the key whose approval lets ``digest`` serve, or ``none``."""
+        if not self.is_approved(model, digest):
+            return "none"
+        return self.signers.get(model, {}).get(digest, "none")
+
+    # ---------------------------------------------------------------- refused approvals
+    def reject_approval(self, model: str, reason: str, digests: list[str], detail: str) -> None:
+        """Count a refused approval and keep it open for each digest it claimed."""
+        self.rejected_total[reason] += 1
+        for digest in digests or [""]:
+            self.rejections.pop((model, digest), None)
+            self.rejections[(model, digest)] = ApprovalRejection(model, digest, reason, detail)
+        while len(self.rejections) > MAX_OPEN_REJECTIONS:
+            self.rejections.pop(next(iter(self.rejections)))
+
+    def clear_rejections(self, model: str) -> None:
+        for key in [k for k in self.rejections if k[0] == model]:
+            del self.rejections[key]
+
+    def open_rejections(self, model: str | None = None) -> list[ApprovalRejection]:
+        """Refused approvals not yet superseded (of one model, or all)."""
+        if not self.rejections:
+            return []  # the usual case, checked on every model batch
+        return [r for (m, _), r in self.rejections.items() if model is None or m == model]
+
+    def approvals_rejected_total(self) -> dict[str, int]:
+        """Refused approvals by reason, every reason present (for a counter from 0)."""
+        from monitor.engine.approvals import REASONS
+
+        return {reason: self.rejected_total.get(reason, 0) for reason in REASONS}
 
     # ---------------------------------------------------------------- checking
     def check(
@@ -170,7 +243,8 @@ class ArtifactIntegrity:
         versions = np.full(n, None, dtype=object) if versions is None else np.asarray(versions, dtype=object)
         rid = np.full(n, None, dtype=object) if request_ids is None else np.asarray(request_ids, dtype=object)
         events: list[IntegrityEvent] = []
-        list_mode = model_id in self.approved
+        list_mode = model_id in self.approved or self.require_signed
+        allowed = self.approved.get(model_id, {})
         # group the batch by (digest, version): one pass over distinct values, in
         # order of first appearance so the TOFU "first digest" is really the first
         if (digests == digests[0]).all() and (versions == versions[0]).all():
@@ -190,12 +264,12 @@ class ArtifactIntegrity:
                     events += self._event(model_id, "digest_missing", "warning", None, v, r, i, cnt, None,
                                           f"Model {model_id} served {cnt} record(s) without an artifact digest "
                                           f"(version {v}); its approved list cannot be checked.")
-                elif d not in self.approved[model_id]:
+                elif d not in allowed:
                     events += self._event(model_id, "unapproved_digest", "critical", d, v, r, i, cnt, None,
                                           f"Model {model_id} is serving unapproved artifact {d} "
                                           f"(version {v}), first seen on request {r}.")
                 else:
-                    bound = self.approved[model_id][d]
+                    bound = allowed[d]
                     if bound is not None and v is not None and v != bound:
                         events += self._event(model_id, "version_unapproved", "critical", d, v, r, i, cnt, None,
                                               f"Model {model_id} reports version {v} for artifact {d}, "
@@ -246,7 +320,9 @@ class ArtifactIntegrity:
         return {
             "max_digests": self.max_digests, "max_models": self.max_models,
             "max_approvals": self.max_approvals, "tofu_severity": self.tofu_severity,
+            "require_signed": self.require_signed,
             "approved": {m: dict(a) for m, a in self.approved.items()},
+            "signers": {m: dict(s) for m, s in self.signers.items()},
             "trusted": dict(self.trusted), "versions": dict(self.versions),
             "seen": {m: list(d) for m, d in self.seen.items()},
             "reported": {m: list(k) for m, k in self.reported.items()},
@@ -273,8 +349,10 @@ class ArtifactIntegrity:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ArtifactIntegrity:
-        ai = cls(None, state["max_digests"], state["max_models"], state["tofu_severity"], state["max_approvals"])
+        ai = cls(None, state["max_digests"], state["max_models"], state["tofu_severity"], state["max_approvals"],
+                 require_signed=state.get("require_signed", False))
         ai.approved = {m: dict(a) for m, a in state["approved"].items()}
+        ai.signers = {m: dict(s) for m, s in state.get("signers", {}).items()}
         ai.trusted = dict(state["trusted"])
         ai.versions = dict(state["versions"])
         ai.seen = {m: list(d) for m, d in state["seen"].items()}

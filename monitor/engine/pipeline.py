@@ -9,6 +9,7 @@ returns what to dead-letter and which alert events to publish.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import threading
 import time
@@ -20,9 +21,11 @@ import numpy as np
 from detectors.base import DriftResult
 from monitor.config import Settings
 from monitor.engine.alerts import AlertBook, AlertEvent
-from monitor.engine.findings import ARTIFACT_UNAPPROVED, Finding
+from monitor.engine.approvals import Decision, rejection_findings
+from monitor.engine.findings import APPROVAL_REJECTED, ARTIFACT_UNAPPROVED, CLEAN, Finding
 from monitor.engine.integrity import ArtifactIntegrity
 from monitor.engine.model_monitor import ModelMonitor, load_expectations
+from monitor.engine.slots import SWEEP
 from monitor.engine.snapshot import PipelineSnapshot, model_view
 from monitor.wire.batch import ModelBatch
 from monitor.wire.route import build_model_batch, group_by_model
@@ -58,6 +61,7 @@ class Pipeline:
             max_digests_per_model=integrity.max_digests_per_model,
             max_models=settings.limits.max_models,
             tofu_severity=integrity.tofu_severity,
+            require_signed=integrity.require_signed_approvals,
         )
         expectations_file = settings.tamper.canary.expectations_file
         self.canary_expectations = load_expectations(expectations_file) if expectations_file else None
@@ -174,22 +178,19 @@ class Pipeline:
             and self.digest_last_seen.get(model, {}).get(digest, -window) >= self.monitors[model].records_seen - window
         ]
 
-    def set_approved(self, model_id: str, digests: list[str]) -> None:
-        """Replace a model's approved digests (registry feed); none = trust on first use."""
+    def apply_approval(self, decision: Decision) -> None:
+        """Apply the registry gate's decision on one approval message."""
         with self.lock:
-            if digests:
-                self.integrity.set_approved(model_id, digests)
-            else:
-                self.integrity.approved.pop(model_id, None)
-            self._publish({model_id} & self.monitors.keys())
-            self._dirty |= {model_id} & self.monitors.keys()
+            decision.apply(self.integrity)
+            self._publish({decision.model_id} & self.monitors.keys())
+            self._dirty |= {decision.model_id} & self.monitors.keys()
 
     def _check_integrity(self, batch: ModelBatch) -> list[Finding]:
         """Integrity decisions, taken at records, not at poll batches: a bad
         digest is found at the first record that serves it (its event time is
         the alert's ``since``); then at every ``policy.window_size``-th record of
         the model, each digest it served lately is decided again: unapproved
-        and still serving, or gone (or approved since) and clean."""
+        and still serving, or approved (since) or gone and clean."""
         model = batch.model_id
         before = self.monitors[model].records_seen  # the model's records before this batch (restored too)
         findings = []
@@ -216,11 +217,11 @@ class Pipeline:
             end_time = float(batch.timestamps[end - before - 1])
             for digest, seen_at in last_seen.items():
                 serving = seen_at > end - window
+                # approved now (a registry approval may come later) or no longer
+                # served: a clean window, which resolves an open alert
                 detected = serving and not self.integrity.is_approved(model, digest)
-                if serving and not detected:
-                    continue  # an approved artifact serving: nothing to say
                 detail = (f"unapproved artifact {digest} is still serving" if detected
-                          else f"artifact {digest} is no longer served")
+                          else f"artifact {digest} is approved" if serving else f"artifact {digest} is no longer served")
                 result = DriftResult(statistic=float(detected), threshold=0.5, detected=detected, n_seen=window,
                                      detail=detail, extra={"kind": "unapproved_digest"})
                 findings.append(Finding(model, ARTIFACT_UNAPPROVED, digest, "integrity", result, [], end_time,
@@ -230,6 +231,13 @@ class Pipeline:
             for digest in [d for d, seen_at in last_seen.items() if seen_at <= gone]:
                 del last_seen[digest]
         _note_served(last_seen, digests, positions, done, before + batch.n)
+        # Refused registry approvals are open until a valid approval supersedes
+        # them: decided on each batch of the model, cleared by the sweep.
+        first_time = float(batch.timestamps[0])
+        findings.extend(dataclasses.replace(f, window=before + 1, since=first_time)
+                        for f in rejection_findings(self.integrity, model, first_time))
+        findings.append(Finding(model, APPROVAL_REJECTED, SWEEP, "approvals", CLEAN, [], first_time,
+                                window=before + 1))
         return findings
 
     # -- checkpoints ----------------------------------------------------------

@@ -79,7 +79,9 @@ class PipelineSnapshot:
     rejected_total: dict[str, int] = field(default_factory=dict)
     model_errors: dict[str, int] = field(default_factory=dict)
     labels_unknown_model: int = 0
-    artifacts: tuple[tuple[str, str, bool], ...] = ()  # (model, digest, approved) serving now
+    artifacts: tuple[tuple[str, str, bool, str], ...] = ()  # (model, digest, approved, signer) serving now
+    approvals_rejected: dict[str, int] = field(default_factory=dict)  # reason -> refused registry approvals
+    open_rejections: tuple[tuple[str, str, str], ...] = ()  # (model, claimed digest, reason) not yet superseded
     alerts_firing: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (model, alert, severity)
     batch_duration_buckets: tuple[tuple[str, int], ...] = ()
     batch_duration_sum: float = 0.0
@@ -92,7 +94,10 @@ class PipelineSnapshot:
             rejected_total=dict(pipeline.rejected_total),
             model_errors=dict(pipeline.model_errors),
             labels_unknown_model=pipeline.labels_unknown_model,
-            artifacts=tuple(pipeline.serving_artifacts()),
+            artifacts=tuple((model, digest, approved, pipeline.integrity.signer(model, digest))
+                            for model, digest, approved in pipeline.serving_artifacts()),
+            approvals_rejected=pipeline.integrity.approvals_rejected_total(),
+            open_rejections=tuple((r.model, r.digest, r.reason) for r in pipeline.integrity.open_rejections()),
             alerts_firing=pipeline.alerts.firing(),
             batch_duration_buckets=tuple(pipeline.batch_duration.cumulative()),
             batch_duration_sum=pipeline.batch_duration.total,

@@ -111,8 +111,9 @@ class InfersightCollector(Collector):
         )
         artifact = GaugeMetricFamily(
             "infersight_model_artifact_info",
-            "Model artifacts serving now (in the model's last window of records), and whether each is approved",
-            labels=["model", "digest", "approved"],
+            "Model artifacts serving now (in the model's last window of records), whether each is approved, "
+            "and the fingerprint of the key that signed its approval (none: unsigned)",
+            labels=["model", "digest", "approved", "signer"],
         )
         active = GaugeMetricFamily(
             "infersight_alert_active", "1 while an alert of this kind is firing", labels=["model", "alert", "severity"]
@@ -156,8 +157,20 @@ class InfersightCollector(Collector):
                     p_value.add_metric(labels, result.p_value)
             for detector, count in per_detector.items():
                 detected_features.add_metric([model, detector], count)
-        for model, digest, approved in snap.artifacts:
-            artifact.add_metric([model, digest, "true" if approved else "false"], 1)
+        for model, digest, approved, signer in snap.artifacts:
+            artifact.add_metric([model, digest, "true" if approved else "false", signer], 1)
+        approvals_rejected = CounterMetricFamily(
+            "infersight_approvals_rejected",
+            "Registry approvals refused (unsigned, untrusted key, bad signature, ...) by reason",
+            labels=["reason"])
+        for reason, count in snap.approvals_rejected.items():
+            approvals_rejected.add_metric([reason], count)
+        rejection_open = GaugeMetricFamily(
+            "infersight_approval_rejected_info",
+            "Refused registry approvals not yet superseded by a valid one, per model and claimed digest",
+            labels=["model", "digest", "reason"])
+        for model, digest, reason in snap.open_rejections:
+            rejection_open.add_metric([model, digest, reason], 1)
         for (model, alert, severity), value in snap.alerts_firing.items():
             active.add_metric([model, alert, severity], value)
         buckets = list(snap.batch_duration_buckets)
@@ -170,6 +183,7 @@ class InfersightCollector(Collector):
         yield unknown
         yield from (records, rejected, errors, score, threshold, p_value, detected, seen, detected_features)
         yield from (unexported, ignored, ratio, ready, last_ts, performance, labels_joined, anomaly, artifact, active)
+        yield from (approvals_rejected, rejection_open)
         yield HistogramMetricFamily(
             "infersight_batch_duration_seconds",
             "Time to decode, route, monitor and alert one poll batch",

@@ -34,6 +34,7 @@ from kafka.structs import OffsetAndMetadata
 from monitor.source.checkpoint import MAX_STATE_BYTES, CheckpointStore, ensure_topic
 from monitor.config import Settings
 from monitor.export.metrics import RuntimeStatus
+from monitor.engine.approvals import ApprovalGate, TrustedKeys
 from monitor.engine.pipeline import BatchOutcome, Pipeline
 from monitor.wire.schema import Reject
 
@@ -70,11 +71,14 @@ class _RebalanceRecorder(ConsumerRebalanceListener):
 
 class _RegistryFeed:
     """Approved artifacts published by a model registry to a compacted topic
-    (key ``model_id``, value ``{"digests": ["sha256:..."]}``). Every daemon
-    reads all of it, from the beginning, outside the consumer group."""
+    (key ``model_id``, value ``{"digests": ["sha256:..."], "signatures": [...]}``).
+    Every daemon reads all of it, from the beginning, outside the consumer
+    group, and checks each approval's signatures (monitor/engine/approvals.py)
+    before it counts: a restart verifies everything again."""
 
-    def __init__(self, bootstrap_servers: str, topic: str):
+    def __init__(self, bootstrap_servers: str, topic: str, gate: ApprovalGate):
         self.topic = topic
+        self.gate = gate
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
             client_id="infersight-registry", bootstrap_timeout_ms=5000,
@@ -96,15 +100,10 @@ class _RegistryFeed:
         for messages in self.consumer.poll(timeout_ms=timeout_ms).values():
             for message in messages:
                 model_id = (message.key or b"").decode("utf-8", "replace")
-                try:
-                    digests = [] if message.value is None else orjson.loads(message.value)["digests"]
-                    if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
-                        raise TypeError("digests must be a list of strings")
-                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    log.warning("registry %s offset %d: ignored (%s)", self.topic, message.offset, exc)
-                    continue
-                pipeline.set_approved(model_id, digests)
-                log.info("registry: %s approved digests now %s", model_id, digests or "none")
+                decision = self.gate.review(model_id, message.value)
+                pipeline.apply_approval(decision)
+                (log.warning if decision.rejection else log.info)(
+                    "registry %s offset %d: model %s: %s", self.topic, message.offset, model_id, decision.describe())
 
     def close(self) -> None:
         self.consumer.close()
@@ -179,7 +178,8 @@ class Daemon:
                     if ensure_topic(kafka.bootstrap_servers, kafka.labels_topic, partitions):
                         log.info("created labels topic %s with %d partitions", kafka.labels_topic, partitions)
                 registry_topic = self.settings.integrity.registry_topic
-                self.registry = _RegistryFeed(kafka.bootstrap_servers, registry_topic) if registry_topic else None
+                self.registry = (_RegistryFeed(kafka.bootstrap_servers, registry_topic, self._approval_gate())
+                                 if registry_topic else None)
                 if self.registry is not None:
                     self.registry.catch_up(self.pipeline)
             except KafkaError as exc:
@@ -212,6 +212,10 @@ class Daemon:
             )
             return True
         return False
+
+    def _approval_gate(self) -> ApprovalGate:
+        integrity = self.settings.integrity
+        return ApprovalGate(TrustedKeys.load(integrity.trusted_keys), integrity.require_signed_approvals)
 
     # -- main loop ----------------------------------------------------------
 
