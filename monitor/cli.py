@@ -54,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(
         args,
         {
-            "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id},
+            "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id,
+                      "input_format": args.input_format},
             "metrics": {"port": args.metrics_port, "host": args.metrics_host},
         },
     )
@@ -137,6 +138,57 @@ def format_event(event) -> str:
         f"{event.detector} {event.statistic:.4g} (threshold {event.threshold:.4g})  since {event.since}"
         f"  {event.detail}{examples}"
     )
+
+
+# -- ingest -------------------------------------------------------------------
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from monitor.source.ingest import IngestServer, KafkaSink
+    from monitor.wire.kserve import KServeJoin
+
+    settings = _load(args, {"kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic}})
+    _setup_logging(args.log_level or settings.log_level)
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or args.buffer < 1:
+        print(f"infersight ingest: --listen must be HOST:PORT and --buffer >= 1 (got {args.listen!r}, {args.buffer})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    kafka = settings.kafka
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, client_id="infersight-ingest", acks="all",
+                                 linger_ms=20, max_block_ms=5000, bootstrap_timeout_ms=10000)
+    except KafkaError as exc:
+        print(f"infersight ingest: Kafka at {kafka.bootstrap_servers} unreachable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    sink = KafkaSink(producer, kafka.topic, kafka.dlq_topic, stopping)
+    try:
+        server = IngestServer(KServeJoin.from_settings(settings), sink, host.strip("[]"), int(port), args.buffer)
+    except OSError as exc:
+        sink.close()
+        print(f"infersight ingest: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    server.start()
+    bound_host, bound_port = server.address
+    log.info("listening on http://%s:%d for KServe logger CloudEvents; records -> %s, dead letters -> %s",
+             bound_host, bound_port, kafka.topic, kafka.dlq_topic)
+    stopping.wait()
+    log.info("stopping: draining %d buffered events", server.stats()["buffered"])
+    server.stop()
+    stats = server.stats()
+    log.info("stopped: %d events, %d records, %d malformed, %d refused (503), unmatched %s, %d sends failed",
+             stats.get("events", 0), stats.get("records", 0), stats.get("malformed", 0), stats.get("busy", 0),
+             stats["unmatched"], sink.failed)
+    return 0
 
 
 # -- simulate -----------------------------------------------------------------
@@ -276,18 +328,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--group-id", help="consumer group (default infersight)")
     run.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9108; 0 = any free)")
     run.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on (default 0.0.0.0)")
+    run.add_argument("--input-format", choices=["infersight", "kserve"],
+                     help="infersight: wire schema v1 (default); kserve: KServe logger CloudEvents (README: KServe)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
 
-    replay = sub.add_parser("replay", help="run the pipeline over a JSONL file and print the alert timeline",
-                            description="Backtest: feed a file of inference records (one JSON object per line) "
-                            "through the same decode/route/detect/alert pipeline as the daemon.")
-    replay.add_argument("file", help="JSONL file of wire-schema v1 records")
+    replay = sub.add_parser("replay", help="run the pipeline over a JSONL, Parquet or CSV file and print the alert timeline",
+                            description="Backtest: feed a file of inference records through the same "
+                            "decode/route/detect/alert pipeline as the daemon (README: Replay a file).")
+    replay.add_argument("file", help="wire-schema v1 records: JSONL (one object per line), .parquet or .csv")
+    replay.add_argument("--format", choices=["jsonl", "parquet", "csv"], help="default: from the file name's extension")
+    replay.add_argument("--labels", metavar="FILE", help="JSONL label messages {model_id, request_id, label, timestamp}, "
+                        "each delivered after the records whose event time is <= its timestamp")
+    replay.add_argument("--json", action="store_true", help="print the timeline as one JSON alert event per line "
+                        "(the summary goes to stderr)")
     replay.add_argument("--config", metavar="FILE", help="YAML config file")
     replay.add_argument("--batch-size", type=int, default=1000, help="records per batch (default 1000)")
     replay.add_argument("--dead-letters", metavar="FILE", help="write rejected lines with their reason to this JSONL file")
     replay.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     replay.set_defaults(func=cmd_replay)
+
+    ingest = sub.add_parser("ingest", help="receive KServe logger CloudEvents over HTTP and produce records to Kafka",
+                            description="An HTTP CloudEvents receiver (what an InferenceService's logger.url points "
+                            "at): joins each request with its response and produces one wire-schema record per row "
+                            "to Kafka, keyed by model id. 503 when its buffer is full.")
+    ingest.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to serve on (port 0 = any free)")
+    ingest.add_argument("--topic", help="Kafka topic for the records (default: kafka.topic); dead letters go to <topic>.dlq")
+    ingest.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Kafka brokers (default localhost:9092)")
+    ingest.add_argument("--buffer", type=int, default=1000, metavar="EVENTS",
+                        help="events held between HTTP and Kafka; beyond, POSTs get 503 (default 1000)")
+    ingest.add_argument("--config", metavar="FILE", help="YAML config file (kafka, kserve and limits sections)")
+    ingest.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ingest.set_defaults(func=cmd_ingest)
 
     sim = sub.add_parser("simulate", help="produce simulated inference traffic to Kafka or a file",
                          description="Realistic inference traffic for several models, seedable. "
