@@ -1,7 +1,8 @@
 """``infersight``: the command line.
 
 Subcommands: ``run`` (the Kafka daemon), ``replay`` (the same pipeline over a
-JSONL file), ``simulate`` (traffic to Kafka or a file), ``check-config`` and
+JSONL, Parquet or CSV file), ``ingest`` (KServe logger CloudEvents over HTTP to
+Kafka), ``simulate`` (traffic to Kafka or a file), ``check-config`` and
 ``score-series`` (the standalone anomaly / change-point scorer).
 """
 
@@ -93,38 +94,72 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import orjson
 
     from monitor.engine.pipeline import Pipeline
+    from monitor.source.files import LabelSchedule, Progress, RecordFile
 
-    settings = _load(args, {})
+    # labels are tracked when a labels topic is configured; replay's is the file
+    settings = _load(args, {"kafka": {"labels_topic": "replay-labels" if args.labels else None}})
     _setup_logging(args.log_level or "ERROR")
     path = Path(args.file)
-    if not path.is_file():
-        print(f"infersight: no such file: {path}", file=sys.stderr)
-        return EXIT_USAGE
+    for given in (path, Path(args.labels) if args.labels else None):
+        if given is not None and not given.is_file():
+            print(f"infersight: no such file: {given}", file=sys.stderr)
+            return EXIT_USAGE
+    records = RecordFile(path, args.batch_size, args.format)
+    labels = LabelSchedule.from_file(Path(args.labels)) if args.labels else None
     pipeline = Pipeline(settings)
-    n_read = n_rejected = n_events = 0
+    # --json: stdout is only the timeline, one alert event per line
+    human = sys.stderr if args.json else sys.stdout
+    progress = Progress(records.total)
+    n_read = n_rejected = n_events = n_labels_rejected = 0
     started = time.perf_counter()
-    print(f"replaying {path} (batches of {args.batch_size})")
-    with path.open("rb") as source, open(args.dead_letters or "/dev/null", "wb") as dead_letters:
-        while lines := [line.rstrip(b"\r\n") for _, line in zip(range(args.batch_size), source)]:
-            outcome = pipeline.process(lines)
-            for reject in outcome.rejects:
-                entry = {
-                    "line": n_read + reject.index + 1,
-                    "reason": reject.reason,
-                    "detail": reject.detail,
-                    "raw": reject.raw.decode("utf-8", "replace"),
-                }
-                dead_letters.write(orjson.dumps(entry) + b"\n")
-            for event in outcome.events:
-                n_events += 1
-                print(format_event(event))
-            n_read += len(lines)
-            n_rejected += len(outcome.rejects)
+    print(f"replaying {path} ({records.format}, batches of {args.batch_size}"
+          + (f", {len(labels)} labels from {args.labels})" if labels else ")"), file=human)
+
+    def run(raws: list[bytes], first_position: int, label_batch: list) -> None:
+        nonlocal n_events, n_rejected, n_labels_rejected
+        outcome = pipeline.process(raws, label_raws=[label.raw for label in label_batch])
+        for reject in outcome.rejects:
+            dead_letter({records.position_name: first_position + reject.index}, reject)
+        for reject in outcome.label_rejects:
+            dead_letter({"labels_line": label_batch[reject.index].line}, reject)
+        n_rejected += len(outcome.rejects)
+        n_labels_rejected += len(outcome.label_rejects)
+        if outcome.events:
+            progress.clear()
+        for event in outcome.events:
+            n_events += 1
+            print(orjson.dumps(event.to_dict()).decode() if args.json else format_event(event), flush=args.json)
+
+    def dead_letter(where: dict, reject) -> None:
+        entry = {**where, "reason": reject.reason, "detail": reject.detail, "raw": reject.raw.decode("utf-8", "replace")}
+        dead_letters.write(orjson.dumps(entry) + b"\n")
+
+    try:
+        with open(args.dead_letters or "/dev/null", "wb") as dead_letters:
+            if labels is not None and (invalid := labels.first()):
+                run([], 0, invalid)
+            batches = iter(records)
+            raws = next(batches, None)
+            while raws is not None:
+                following = next(batches, None)  # one batch ahead: labels are due once the next batch is later
+                run(raws, n_read + 1, labels.after(raws, following) if labels is not None else [])
+                n_read += len(raws)
+                progress.update(records.done, n_read, records.total)
+                raws = following
+            if labels is not None and (rest := labels.after([], None)):  # an empty records file
+                run([], n_read + 1, rest)
+    except (OSError, ValueError) as exc:  # an unreadable Parquet/CSV file (pyarrow's errors are ValueErrors)
+        progress.clear()
+        print(f"infersight: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    progress.clear()
     seconds = time.perf_counter() - started
     reasons = ", ".join(f"{r}={c}" for r, c in sorted(pipeline.rejected_total.items())) or "none"
+    label_summary = f"{len(labels)} labels ({n_labels_rejected} rejected), " if labels is not None else ""
     print(
-        f"{n_read} records ({n_rejected} rejected: {reasons}), {len(pipeline.monitors)} models, "
-        f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s"
+        f"{n_read} records ({n_rejected} rejected: {reasons}), {len(pipeline.monitors)} models, {label_summary}"
+        f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s",
+        file=human,
     )
     return 0
 
