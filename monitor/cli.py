@@ -91,6 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     import orjson
 
     from monitor.engine.pipeline import Pipeline
@@ -110,20 +112,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # --json: stdout is only the timeline, one alert event per line
     human = sys.stderr if args.json else sys.stdout
     progress = Progress(records.total)
-    n_read = n_rejected = n_events = n_labels_rejected = 0
+    n_labels = len(labels) if labels is not None else 0
+    record_reasons, label_reasons = Counter(), Counter()
+    n_read = n_events = 0
     started = time.perf_counter()
     print(f"replaying {path} ({records.format}, batches of {args.batch_size}"
-          + (f", {len(labels)} labels from {args.labels})" if labels else ")"), file=human)
+          + (f", {n_labels} labels from {args.labels})" if labels else ")"), file=human)
 
     def run(raws: list[bytes], first_position: int, label_batch: list) -> None:
-        nonlocal n_events, n_rejected, n_labels_rejected
+        nonlocal n_events
         outcome = pipeline.process(raws, label_raws=[label.raw for label in label_batch])
+        record_reasons.update(reject.reason for reject in outcome.rejects)
+        label_reasons.update(reject.reason for reject in outcome.label_rejects)
         for reject in outcome.rejects:
             dead_letter({records.position_name: first_position + reject.index}, reject)
         for reject in outcome.label_rejects:
             dead_letter({"labels_line": label_batch[reject.index].line}, reject)
-        n_rejected += len(outcome.rejects)
-        n_labels_rejected += len(outcome.label_rejects)
         if outcome.events:
             progress.clear()
         for event in outcome.events:
@@ -154,10 +158,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     progress.clear()
     seconds = time.perf_counter() - started
-    reasons = ", ".join(f"{r}={c}" for r, c in sorted(pipeline.rejected_total.items())) or "none"
-    label_summary = f"{len(labels)} labels ({n_labels_rejected} rejected), " if labels is not None else ""
+    def rejected(reasons: Counter) -> str:
+        return f"{sum(reasons.values())} rejected: " + (", ".join(f"{r}={c}" for r, c in sorted(reasons.items())) or "none")
+
+    label_summary = f"{n_labels} labels ({rejected(label_reasons)}), " if labels is not None else ""
     print(
-        f"{n_read} records ({n_rejected} rejected: {reasons}), {len(pipeline.monitors)} models, {label_summary}"
+        f"{n_read} records ({rejected(record_reasons)}), {len(pipeline.monitors)} models, {label_summary}"
         f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s",
         file=human,
     )

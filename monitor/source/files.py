@@ -62,7 +62,22 @@ class RecordFile:
         self.total = path.stat().st_size if self.format == "jsonl" else 0
 
     def __iter__(self) -> Iterator[list[bytes]]:
-        return {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv}[self.format]()
+        if self.format == "jsonl":
+            return self._jsonl()
+        return self._exact(self._parquet() if self.format == "parquet" else self._csv())
+
+    def _exact(self, batches: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
+        # pyarrow cuts where its row groups and blocks end; replay keeps the
+        # requested batch size, so a Parquet, CSV or JSONL copy of the same
+        # records is processed in the same batches
+        pending: list[bytes] = []
+        for raws in batches:
+            pending.extend(raws)
+            while len(pending) >= self.batch_size:
+                yield pending[:self.batch_size]
+                del pending[:self.batch_size]
+        if pending:
+            yield pending
 
     def _jsonl(self) -> Iterator[list[bytes]]:
         with self.path.open("rb") as source:
@@ -132,7 +147,10 @@ def table_to_wire(batch) -> list[bytes]:
     # (path into the wire record, values) per column
     columns: list[tuple[tuple[str, ...], list]] = []
     for name, column in zip(table.column_names, table.columns):
-        columns.append((_wire_path(name), column.to_pylist()))
+        values = column.to_pylist()
+        if name == "timestamp" and pa.types.is_string(column.type):
+            values = [_epoch_or_text(v) for v in values]  # a CSV column mixing epoch seconds and RFC 3339
+        columns.append((_wire_path(name), values))
     infinite = None
     for column in table.columns:
         if pa.types.is_floating(column.type):
@@ -175,6 +193,13 @@ def _wire_path(column: str) -> tuple[str, ...]:
     if head in ("features", "tags") and rest:
         return (head, rest)
     return ("features", column)
+
+
+def _epoch_or_text(value: str | None) -> float | str | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return value
 
 
 def _json_default(value):
