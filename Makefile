@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors clean
+.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors bench-kserve clean
 
 help:
 	@echo "make demo             start a local Kafka, the daemon and simulated traffic; watch a drift alert fire"
@@ -15,7 +15,8 @@ help:
 	@echo "make test-unit        only the tests that need no broker"
 	@echo "make kafka-up/down    local single-node Apache Kafka 4.x (KRaft) on localhost:9092"
 	@echo "make bench            all benchmarks: bench-pipeline (throughput per stage) and"
-	@echo "                      bench-detectors (detector speed, accuracy, false alarms vs River)"
+	@echo "                      bench-detectors (detector speed, accuracy, false alarms vs River),"
+	@echo "                      bench-kserve (KServe logger events -> records, vs orjson.loads)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,13 +44,16 @@ test: install system-deps
 test-unit: install
 	$(BIN)/python -m pytest -m "not kafka and not prometheus"
 
-bench: bench-pipeline bench-detectors
+bench: bench-pipeline bench-detectors bench-kserve
 
 bench-pipeline: install
 	$(BIN)/python -m bench.pipeline
 
 bench-detectors: install
 	$(BIN)/python -m bench.detectors
+
+bench-kserve: install
+	$(BIN)/python -m bench.kserve
 
 clean:
 	rm -rf $(VENV) .kafka .run *.egg-info

@@ -75,6 +75,9 @@ _STRUCTURED = "application/cloudevents+json"
 _BATCH = "application/cloudevents-batch+json"
 _PROBABILITY_SUM_TOLERANCE = 1e-3
 _USED_ATTRIBUTES = ("id", "type", "source", "time", "inferenceservicename", "namespace", "component", "endpoint")
+# Kafka header -> attribute: ``ce_`` per the CloudEvents Kafka binding, ``ce-`` as some bridges write it
+_KAFKA_HEADERS = {f"{prefix}{name}": name for name in _USED_ATTRIBUTES for prefix in ("ce_", "ce-")}
+_KAFKA_HEADERS.update({"content-type": "content-type", "content_type": "content-type"})
 
 
 class KServeEventError(ValueError):
@@ -117,14 +120,11 @@ def event_from_kafka(headers: Iterable[tuple[str, bytes]] | None, value: bytes |
     """A Kafka message in binary content mode (``ce_*`` headers, value = data)
     or structured mode (``content-type: application/cloudevents+json``)."""
     attributes: dict[str, str] = {}
-    content_type = ""
     for key, raw in headers or ():
-        name = key.lower()
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        if name.startswith(("ce_", "ce-")):
-            attributes[name[3:]] = text
-        elif name in ("content-type", "content_type"):
-            content_type = text
+        name = _KAFKA_HEADERS.get(key) or _KAFKA_HEADERS.get(key.lower())
+        if name is not None:  # only what is used is decoded: this runs once per message
+            attributes[name] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    content_type = attributes.pop("content-type", "")
     _check_size(value)
     if content_type.lower().startswith(_STRUCTURED):
         return _structured(_parse_json(value, "event"))
