@@ -109,3 +109,24 @@ def test_bad_events_get_400_and_a_dead_letter_and_unpaired_halves_count_at_stop(
         server.stop()
     assert server.join.unmatched_total == {"request": 1, "response": 0}
     assert sink.delivered == []
+
+
+def test_kafka_gone_at_shutdown_loses_the_rest_at_once_and_counts_it():
+    from kafka.errors import KafkaTimeoutError
+
+    from monitor.source.ingest import KafkaSink
+
+    class UnreachableProducer:
+        calls = 0
+
+        def send(self, *args, **kwargs):
+            UnreachableProducer.calls += 1
+            raise KafkaTimeoutError("buffer full for 5000 ms")
+
+    stopping = threading.Event()
+    stopping.set()
+    sink = KafkaSink(UnreachableProducer(), "t", "t.dlq", stopping)
+    sink.records("m", [b"{}", b"{}"])
+    sink.reject(b"x", "invalid_json", "not JSON", "http:src#1")
+    assert sink.failed == 3
+    assert UnreachableProducer.calls == 1, "after the first timeout nothing waits again"

@@ -56,6 +56,7 @@ class KafkaSink:
         self.dlq_topic = dlq_topic
         self.stopping = stopping
         self.failed = 0  # sends given up (broker unreachable at shutdown, or the broker refused them)
+        self._given_up = False
 
     def records(self, model_id: str, raws: list[bytes]) -> None:
         key = model_id.encode()
@@ -70,28 +71,34 @@ class KafkaSink:
     def _send(self, topic: str, value: bytes, key: bytes | None, headers) -> None:
         from kafka.errors import KafkaError, KafkaTimeoutError
 
-        while True:
+        while not self._given_up:
             try:
                 self.producer.send(topic, value=value, key=key, headers=headers).add_errback(self._failed)
                 return
             except KafkaTimeoutError:
                 if self.stopping.is_set():
-                    self.failed += 1
-                    log.error("Kafka unreachable while stopping: a message for %s is lost", topic)
-                    return
+                    # draining for shutdown with Kafka gone: the rest fails at once, not 5 s each
+                    self._given_up = True
+                    log.error("Kafka unreachable while stopping: what is still buffered is lost (counted)")
+                    break
                 log.warning("Kafka producer buffer full for %s; waiting (the HTTP side answers 503 meanwhile)", topic)
             except KafkaError as exc:
-                self.failed += 1
                 log.error("cannot produce to %s: %s", topic, exc)
-                return
+                break
+        self.failed += 1
 
     def _failed(self, exc) -> None:
         self.failed += 1
         log.error("Kafka refused a message: %s", exc)
 
     def close(self) -> None:
-        self.producer.flush(timeout=30)
-        self.producer.close(timeout=10)
+        from kafka.errors import KafkaError
+
+        try:
+            self.producer.flush(timeout=20)
+        except KafkaError as exc:
+            log.error("Kafka flush at shutdown failed (%s): unacknowledged messages may be lost", exc)
+        self.producer.close(timeout=5)
 
 
 class IngestServer:
