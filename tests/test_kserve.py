@@ -205,6 +205,7 @@ def test_request_and_response_row_counts_must_agree():
     with pytest.raises(KServeEventError) as caught:
         join.add(event_from_kafka(kafka_headers("r", "response"), b'{"predictions": [1, 2, 0]}'))
     assert caught.value.reason == "invalid_value" and "2 rows" in caught.value.detail
+    assert join.unmatched_total == {"request": 1, "response": 0} and join.pending() == {"request": 0, "response": 0}
 
 
 class _Message:

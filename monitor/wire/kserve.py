@@ -495,7 +495,12 @@ class KServeJoin:
                 self.unmatched_total[side] += 1
             return None
         request, response = (half, partner) if side == "request" else (partner, half)
-        return Joined(event.model_id, self._records(request, response), request.timestamp)
+        try:
+            records = self._records(request, response)
+        except KServeEventError:
+            self.unmatched_total[other] += 1  # this event is dead-lettered; its partner is counted here
+            raise
+        return Joined(event.model_id, records, request.timestamp)
 
     def expire(self, now: float) -> int:
         """Drop halves that arrived before ``now - window_seconds``; returns how many."""
