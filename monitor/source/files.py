@@ -257,7 +257,7 @@ class LabelSchedule:
     ...                           b'{"model_id": "m", "request_id": "r0", "label": 0}'])
     >>> batch = lambda *ts: [b'{"model_id": "m", "request_id": "r%d", "timestamp": %d}' % (t, t) for t in ts]
     >>> [label.line for label in schedule.after(batch(0, 10), next_batch=batch(20, 30))]
-    [1, 2]
+    [2, 1]
     >>> schedule.after(batch(20, 30), next_batch=None)
     []
     """
