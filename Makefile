@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors bench-budget bench-fleet clean
+.PHONY: help install system-deps kafka-up kafka-down demo test test-unit bench bench-pipeline bench-detectors bench-budget bench-fleet bench-kserve clean
 
 help:
 	@echo "make demo             start a local Kafka, the daemon and simulated traffic; watch a drift alert fire"
@@ -18,6 +18,7 @@ help:
 	@echo "                      bench-detectors (detector speed, accuracy, false alarms vs River),"
 	@echo "                      bench-budget (each model's total false-alarm rate vs its promise)"
 	@echo "make bench-fleet      10, 100, 1000 models end to end on the local broker (starts it if needed)"
+	@echo "                      bench-kserve (KServe logger events -> records, vs orjson.loads)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +46,7 @@ test: install system-deps
 test-unit: install
 	$(BIN)/python -m pytest -m "not kafka and not prometheus"
 
-bench: bench-pipeline bench-detectors bench-budget
+bench: bench-pipeline bench-detectors bench-budget bench-kserve
 
 bench-pipeline: install
 	$(BIN)/python -m bench.pipeline
@@ -59,6 +60,9 @@ bench-budget: install
 bench-fleet: install
 	@deploy/kafka/kafka.sh status >/dev/null 2>&1 || deploy/kafka/kafka.sh up
 	$(BIN)/python -m bench.fleet
+
+bench-kserve: install
+	$(BIN)/python -m bench.kserve
 
 clean:
 	rm -rf $(VENV) .kafka .run *.egg-info

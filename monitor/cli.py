@@ -1,7 +1,8 @@
 """``infersight``: the command line.
 
 Subcommands: ``run`` (the Kafka daemon), ``replay`` (the same pipeline over a
-JSONL file), ``simulate`` (traffic to Kafka or a file), ``check-config``,
+JSONL, Parquet or CSV file), ``ingest`` (KServe logger CloudEvents over HTTP to
+Kafka), ``simulate`` (traffic to Kafka or a file), ``check-config``,
 ``score-series`` (the standalone anomaly / change-point scorer), and for signed
 approvals ``digest``, ``approve`` and ``verify-approval``.
 """
@@ -56,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args,
         {
             "kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic, "group_id": args.group_id,
-                      "group_instance_id": args.instance_id},
+                      "group_instance_id": args.instance_id, "input_format": args.input_format},
             "metrics": {"port": args.metrics_port, "host": args.metrics_host},
         },
     )
@@ -91,41 +92,81 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     import orjson
 
     from monitor.engine.pipeline import Pipeline
+    from monitor.source.files import LabelSchedule, Progress, RecordFile
 
-    settings = _load(args, {})
+    # labels are tracked when a labels topic is configured; replay's is the file
+    settings = _load(args, {"kafka": {"labels_topic": "replay-labels" if args.labels else None}})
     _setup_logging(args.log_level or "ERROR")
     path = Path(args.file)
-    if not path.is_file():
-        print(f"infersight: no such file: {path}", file=sys.stderr)
-        return EXIT_USAGE
+    for given in (path, Path(args.labels) if args.labels else None):
+        if given is not None and not given.is_file():
+            print(f"infersight: no such file: {given}", file=sys.stderr)
+            return EXIT_USAGE
+    records = RecordFile(path, args.batch_size, args.format)
+    labels = LabelSchedule.from_file(Path(args.labels)) if args.labels else None
     pipeline = Pipeline(settings)
-    n_read = n_rejected = n_events = 0
+    # --json: stdout is only the timeline, one alert event per line
+    human = sys.stderr if args.json else sys.stdout
+    progress = Progress(records.total)
+    n_labels = len(labels) if labels is not None else 0
+    record_reasons, label_reasons = Counter(), Counter()
+    n_read = n_events = 0
     started = time.perf_counter()
-    print(f"replaying {path} (batches of {args.batch_size})")
-    with path.open("rb") as source, open(args.dead_letters or "/dev/null", "wb") as dead_letters:
-        while lines := [line.rstrip(b"\r\n") for _, line in zip(range(args.batch_size), source)]:
-            outcome = pipeline.process(lines)
-            for reject in outcome.rejects:
-                entry = {
-                    "line": n_read + reject.index + 1,
-                    "reason": reject.reason,
-                    "detail": reject.detail,
-                    "raw": reject.raw.decode("utf-8", "replace"),
-                }
-                dead_letters.write(orjson.dumps(entry) + b"\n")
-            for event in outcome.events:
-                n_events += 1
-                print(format_event(event))
-            n_read += len(lines)
-            n_rejected += len(outcome.rejects)
+    print(f"replaying {path} ({records.format}, batches of {args.batch_size}"
+          + (f", {n_labels} labels from {args.labels})" if labels else ")"), file=human)
+
+    def run(raws: list[bytes], first_position: int, label_batch: list) -> None:
+        nonlocal n_events
+        outcome = pipeline.process(raws, label_raws=[label.raw for label in label_batch])
+        record_reasons.update(reject.reason for reject in outcome.rejects)
+        label_reasons.update(reject.reason for reject in outcome.label_rejects)
+        for reject in outcome.rejects:
+            dead_letter({records.position_name: first_position + reject.index}, reject)
+        for reject in outcome.label_rejects:
+            dead_letter({"labels_line": label_batch[reject.index].line}, reject)
+        if outcome.events:
+            progress.clear()
+        for event in outcome.events:
+            n_events += 1
+            print(orjson.dumps(event.to_dict()).decode() if args.json else format_event(event), flush=args.json)
+
+    def dead_letter(where: dict, reject) -> None:
+        entry = {**where, "reason": reject.reason, "detail": reject.detail, "raw": reject.raw.decode("utf-8", "replace")}
+        dead_letters.write(orjson.dumps(entry) + b"\n")
+
+    try:
+        with open(args.dead_letters or "/dev/null", "wb") as dead_letters:
+            if labels is not None and (invalid := labels.first()):
+                run([], 0, invalid)
+            batches = iter(records)
+            raws = next(batches, None)
+            while raws is not None:
+                following = next(batches, None)  # one batch ahead: labels are due once the next batch is later
+                run(raws, n_read + 1, labels.after(raws, following) if labels is not None else [])
+                n_read += len(raws)
+                progress.update(records.done, n_read, records.total)
+                raws = following
+            if labels is not None and (rest := labels.after([], None)):  # an empty records file
+                run([], n_read + 1, rest)
+    except (OSError, ValueError) as exc:  # an unreadable Parquet/CSV file (pyarrow's errors are ValueErrors)
+        progress.clear()
+        print(f"infersight: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    progress.clear()
     seconds = time.perf_counter() - started
-    reasons = ", ".join(f"{r}={c}" for r, c in sorted(pipeline.rejected_total.items())) or "none"
+    def rejected(reasons: Counter) -> str:
+        return f"{sum(reasons.values())} rejected: " + (", ".join(f"{r}={c}" for r, c in sorted(reasons.items())) or "none")
+
+    label_summary = f"{n_labels} labels ({rejected(label_reasons)}), " if labels is not None else ""
     print(
-        f"{n_read} records ({n_rejected} rejected: {reasons}), {len(pipeline.monitors)} models, "
-        f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s"
+        f"{n_read} records ({rejected(record_reasons)}), {len(pipeline.monitors)} models, {label_summary}"
+        f"{n_events} alert events, {n_read / max(seconds, 1e-9):,.0f} records/s",
+        file=human,
     )
     return 0
 
@@ -139,6 +180,57 @@ def format_event(event) -> str:
         f"{event.detector} {event.statistic:.4g} (threshold {event.threshold:.4g})  since {event.since}"
         f"  {event.detail}{examples}"
     )
+
+
+# -- ingest -------------------------------------------------------------------
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from monitor.source.ingest import IngestServer, KafkaSink
+    from monitor.wire.kserve import KServeJoin
+
+    settings = _load(args, {"kafka": {"bootstrap_servers": args.bootstrap_servers, "topic": args.topic}})
+    _setup_logging(args.log_level or settings.log_level)
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or args.buffer < 1:
+        print(f"infersight ingest: --listen must be HOST:PORT and --buffer >= 1 (got {args.listen!r}, {args.buffer})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    kafka = settings.kafka
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, client_id="infersight-ingest", acks="all",
+                                 linger_ms=20, max_block_ms=5000, bootstrap_timeout_ms=10000)
+    except KafkaError as exc:
+        print(f"infersight ingest: Kafka at {kafka.bootstrap_servers} unreachable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    sink = KafkaSink(producer, kafka.topic, kafka.dead_letter_topic, stopping)
+    try:
+        server = IngestServer(KServeJoin.from_settings(settings), sink, host.strip("[]"), int(port), args.buffer)
+    except OSError as exc:
+        sink.close()
+        print(f"infersight ingest: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    server.start()
+    bound_host, bound_port = server.address
+    log.info("listening on http://%s:%d for KServe logger CloudEvents; records -> %s, dead letters -> %s",
+             bound_host, bound_port, kafka.topic, kafka.dead_letter_topic)
+    stopping.wait()
+    log.info("stopping: draining %d buffered events", server.stats()["buffered"])
+    server.stop()
+    stats = server.stats()
+    log.info("stopped: %d events, %d records, %d malformed, %d refused (503), unmatched %s, %d sends failed",
+             stats.get("events", 0), stats.get("records", 0), stats.get("malformed", 0), stats.get("busy", 0),
+             stats["unmatched"], sink.failed)
+    return 0
 
 
 # -- simulate -----------------------------------------------------------------
@@ -387,18 +479,38 @@ def build_parser() -> argparse.ArgumentParser:
                      "name): a restarted daemon gets its partitions back at once, not after the session timeout")
     run.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9108; 0 = any free)")
     run.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on (default 0.0.0.0)")
+    run.add_argument("--input-format", choices=["infersight", "kserve"],
+                     help="infersight: wire schema v1 (default); kserve: KServe logger CloudEvents (README: KServe)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
 
-    replay = sub.add_parser("replay", help="run the pipeline over a JSONL file and print the alert timeline",
-                            description="Backtest: feed a file of inference records (one JSON object per line) "
-                            "through the same decode/route/detect/alert pipeline as the daemon.")
-    replay.add_argument("file", help="JSONL file of wire-schema v1 records")
+    replay = sub.add_parser("replay", help="run the pipeline over a JSONL, Parquet or CSV file and print the alert timeline",
+                            description="Backtest: feed a file of inference records through the same "
+                            "decode/route/detect/alert pipeline as the daemon (README: Replay a file).")
+    replay.add_argument("file", help="wire-schema v1 records: JSONL (one object per line), .parquet or .csv")
+    replay.add_argument("--format", choices=["jsonl", "parquet", "csv"], help="default: from the file name's extension")
+    replay.add_argument("--labels", metavar="FILE", help="JSONL label messages {model_id, request_id, label, timestamp}, "
+                        "each delivered after the records whose event time is <= its timestamp")
+    replay.add_argument("--json", action="store_true", help="print the timeline as one JSON alert event per line "
+                        "(the summary goes to stderr)")
     replay.add_argument("--config", metavar="FILE", help="YAML config file")
     replay.add_argument("--batch-size", type=int, default=1000, help="records per batch (default 1000)")
     replay.add_argument("--dead-letters", metavar="FILE", help="write rejected lines with their reason to this JSONL file")
     replay.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     replay.set_defaults(func=cmd_replay)
+
+    ingest = sub.add_parser("ingest", help="receive KServe logger CloudEvents over HTTP and produce records to Kafka",
+                            description="An HTTP CloudEvents receiver (what an InferenceService's logger.url points "
+                            "at): joins each request with its response and produces one wire-schema record per row "
+                            "to Kafka, keyed by model id. 503 when its buffer is full.")
+    ingest.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to serve on (port 0 = any free)")
+    ingest.add_argument("--topic", help="Kafka topic for the records (default: kafka.topic); dead letters go to <topic>.dlq")
+    ingest.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Kafka brokers (default localhost:9092)")
+    ingest.add_argument("--buffer", type=int, default=1000, metavar="EVENTS",
+                        help="events held between HTTP and Kafka; beyond, POSTs get 503 (default 1000)")
+    ingest.add_argument("--config", metavar="FILE", help="YAML config file (kafka, kserve and limits sections)")
+    ingest.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ingest.set_defaults(func=cmd_ingest)
 
     sim = sub.add_parser("simulate", help="produce simulated inference traffic to Kafka or a file",
                          description="Realistic inference traffic for several models, seedable. "

@@ -41,6 +41,9 @@ class KafkaSettings(_Section):
         45_000, ge=6000, le=300_000, description="how long a dead daemon keeps its partitions before others take them"
     )
     lag_interval_seconds: float = Field(5.0, gt=0, description="how often consumer lag is measured")
+    input_format: Literal["infersight", "kserve"] = Field(
+        "infersight", description="infersight = wire schema v1; kserve = KServe logger CloudEvents (see kserve:)"
+    )
 
     @model_validator(mode="after")
     def _derived_topics(self) -> KafkaSettings:
@@ -220,6 +223,13 @@ class TamperSettings(_Section):
     output_shape: OutputShapeSettings = OutputShapeSettings()
 
 
+class KServeSettings(_Section):
+    """Joining KServe logger requests and responses (kafka.input_format: kserve, and `infersight ingest`)."""
+
+    join_window_seconds: float = Field(60.0, gt=0, description="how long one half waits for the other (event time)")
+    max_pending: int = Field(10_000, ge=1, description="halves waiting per side; the oldest beyond are unmatched")
+
+
 class LimitSettings(_Section):
     max_models: int = Field(1000, ge=1)
     max_features_per_model: int = Field(256, ge=1)
@@ -236,6 +246,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     integrity: IntegritySettings = IntegritySettings()
     tamper: TamperSettings = TamperSettings()
+    kserve: KServeSettings = KServeSettings()
     limits: LimitSettings = LimitSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -166,6 +166,13 @@ class Pipeline:
         ]
 
 
+    def count_rejects(self, rejects: list[Reject]) -> None:
+        """Count records rejected before the pipeline saw them (e.g. malformed
+        KServe events), and show them in the snapshot at once."""
+        with self.lock:
+            self.rejected_total.update(r.reason for r in rejects)
+            self._snapshot = dataclasses.replace(self._snapshot, rejected_total=dict(self.rejected_total))
+
     def serving_artifacts(self) -> list[tuple[str, str, bool]]:
         """``(model, digest, approved)`` for the digests each model served in its
         last ``policy.window_size`` records: what is serving now, so a rolled-back

@@ -32,6 +32,7 @@ class RuntimeStatus:
 
     kafka_connected: bool = False
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    kserve_unmatched: dict[str, int] = field(default_factory=dict)  # side -> KServe halves never joined
     checkpoint_bytes: int = 0  # state written to the state topic
     checkpoint_cpu_seconds: float = 0.0  # CPU spent writing it (state, encoding, sending)
 
@@ -199,6 +200,14 @@ class InfersightCollector(Collector):
         for (topic, partition), value in sorted(self.runtime.consumer_lag.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        if self.runtime.kserve_unmatched:
+            unmatched = CounterMetricFamily(
+                "infersight_kserve_unmatched",
+                "KServe logger requests or responses never joined with their other half (window or bound passed)",
+                labels=["side"])
+            for side, count in sorted(self.runtime.kserve_unmatched.items()):
+                unmatched.add_metric([side], count)
+            yield unmatched
         written = CounterMetricFamily("infersight_checkpoint_bytes", "Bytes of model state written to the state topic")
         written.add_metric([], self.runtime.checkpoint_bytes)
         yield written

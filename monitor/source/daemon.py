@@ -36,6 +36,7 @@ from monitor.config import Settings
 from monitor.export.metrics import RuntimeStatus
 from monitor.engine.approvals import ApprovalGate, TrustedKeys
 from monitor.engine.pipeline import BatchOutcome, Pipeline
+from monitor.wire.kserve import KServeJoin
 from monitor.wire.schema import Reject
 
 log = logging.getLogger("infersight.daemon")
@@ -124,6 +125,8 @@ class Daemon:
         self.skip_until: dict[tuple[int, bytes], int] = {}
         self._next_lag_check = 0.0
         self._next_checkpoint = time.monotonic() + settings.kafka.checkpoint_interval_seconds
+        # kafka.input_format: kserve -> logger CloudEvents are joined into records first
+        self.kserve = KServeJoin.from_settings(settings) if settings.kafka.input_format == "kserve" else None
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):
@@ -295,12 +298,22 @@ class Daemon:
             (label_messages if tp.topic == labels_topic else messages).extend(partition_messages)
         if self.skip_until:
             messages = [m for m in messages if m.offset >= self.skip_until.get((m.partition, m.key), 0)]
-        raws = [m.value if m.value is not None else b"" for m in messages]
-        timestamps = [m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else time.time() for m in messages]
+        kserve_rejects = []
+        if self.kserve is not None:  # messages becomes each record's source, then the malformed events
+            messages, raws, timestamps, kserve_rejects = self.kserve.convert_messages(messages)
+        else:
+            raws = [m.value if m.value is not None else b"" for m in messages]
+            timestamps = [m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else time.time() for m in messages]
         label_raws = [m.value if m.value is not None else b"" for m in label_messages]
         outcome = self.pipeline.process(
-            raws, default_timestamps=timestamps, label_raws=label_raws, partitions=[m.partition for m in messages]
+            raws, default_timestamps=timestamps, label_raws=label_raws,
+            partitions=[m.partition for m in messages[:len(raws)]],
         )
+        if kserve_rejects:
+            outcome.rejects.extend(kserve_rejects)
+            self.pipeline.count_rejects(kserve_rejects)
+        if self.kserve is not None:
+            self.runtime.kserve_unmatched = dict(self.kserve.unmatched_total)
         self._publish(outcome, messages, label_messages)
         self.runtime.kafka_connected = True
         log.debug("batch: %d records, %d rejected, %.1f ms", outcome.n_records, len(outcome.rejects), outcome.seconds * 1e3)
